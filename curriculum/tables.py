@@ -1,0 +1,231 @@
+"""The file contracts between stages (DESIGN.md §3): sample tables, class-name maps, atomic writers and
+Parquet files that carry their own metadata.
+
+Everything downstream is keyed by `sample_id`, never by row position.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = ["sample_id", "filepath", "label", "label_name"]
+OPTIONAL_SAMPLE_COLUMNS = ["split", "domain", "difficulty", "hard"]
+
+# DisCL's two hard-sample layouts, mapped onto the canonical columns. The iWildCam file starts with an
+# unnamed pandas index column; the ImageNet-LT file has none.
+IWILDCAM_LAYOUT = {"label id": "label", "label name": "label_name", "filepath": "filepath", "img_name": "sample_id"}
+IMAGENET_LT_LAYOUT = {"filepath": "filepath", "image_name": "image_name", "label": "label", "classname": "label_name"}
+IWILDCAM_HEADER = ["", "label id", "label name", "filepath", "img_name"]
+IMAGENET_LT_HEADER = ["filepath", "image_name", "label", "classname"]
+
+METADATA_KEY = b"discl"
+
+
+class TableError(ValueError):
+    """A table that cannot be used, with the file, column and row that are wrong in the message."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# reading
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Return the CSV or Parquet file at `path` as a DataFrame (raises TableError if missing/unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        # keep_default_na=False: a class called "NA" or an empty label name must not turn into NaN silently
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str)
+    except Exception as err:  # pandas raises many types; the user needs the file name
+        raise TableError(f"{path}: cannot read table ({err})") from err
+
+
+def detect_layout(columns: list[str]) -> str:
+    """Return 'canonical', 'iwildcam' or 'imagenet_lt' for a header, or raise TableError."""
+    cols = set(columns)
+    if {"filepath", "label"} <= cols and ("label_name" in cols or "sample_id" in cols):
+        return "canonical"
+    if {"label id", "label name", "filepath", "img_name"} <= cols:
+        return "iwildcam"
+    if {"filepath", "image_name", "label", "classname"} <= cols:
+        return "imagenet_lt"
+    raise TableError(
+        "unknown sample-table layout; expected the canonical columns "
+        f"{SAMPLE_COLUMNS}, DisCL's iWildCam header {IWILDCAM_HEADER[1:]} or DisCL's ImageNet-LT header "
+        f"{IMAGENET_LT_HEADER}; found {list(columns)}"
+    )
+
+
+def _missing(columns: list[str], needed: list[str]) -> list[str]:
+    return [c for c in needed if c not in columns]
+
+
+def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return the sample table at `path` in canonical form.
+
+    Columns: `sample_id, filepath, label (int), label_name, source_path` plus any optional/extra columns of
+    the file. `source_path` is `filepath` resolved against `data_root` (default: the current directory,
+    as in DisCL). Accepts the canonical table and both DisCL layouts, CSV or Parquet. Exact duplicate rows
+    are dropped (the count is logged and kept in `df.attrs['n_duplicates_dropped']`); a `sample_id` that
+    names two different images, a missing column, an empty table or a non-integer label raise TableError
+    naming the file and row.
+    """
+    path = Path(path)
+    raw = read_table(path)
+    raw.columns = [str(c).strip() if not str(c).startswith("Unnamed") else "" for c in raw.columns]
+    if raw.empty:
+        raise TableError(f"{path}: the table has no rows")
+    layout = detect_layout(list(raw.columns))
+    df = raw.drop(columns=[c for c in raw.columns if c == ""])
+    if layout == "iwildcam":
+        df = df.rename(columns=IWILDCAM_LAYOUT)
+    elif layout == "imagenet_lt":
+        df = df.rename(columns=IMAGENET_LT_LAYOUT)
+        df["sample_id"] = df["image_name"].map(lambda s: Path(str(s)).stem)
+    if "sample_id" not in df.columns:
+        df["sample_id"] = df["filepath"].map(lambda s: Path(str(s)).stem)
+    if "label_name" not in df.columns:
+        df["label_name"] = ""
+    miss = _missing(list(df.columns), SAMPLE_COLUMNS)
+    if miss:
+        raise TableError(f"{path}: missing column(s) {miss}")
+
+    for col in ("sample_id", "filepath"):
+        bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise TableError(f"{path}: row {row + 1}: empty '{col}'")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = labels.isna() | (labels != labels.round())
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise TableError(f"{path}: row {row + 1}: column 'label' must be an integer, got {df['label'].iloc[row]!r}")
+    df["label"] = labels.astype("int64")
+    df["sample_id"] = df["sample_id"].astype(str).str.strip()
+    df["filepath"] = df["filepath"].astype(str).str.strip()
+    df["label_name"] = df["label_name"].fillna("").astype(str).str.strip()
+
+    n_before = len(df)
+    df = df.drop_duplicates().reset_index(drop=True)
+    n_dup = n_before - len(df)
+    if n_dup:
+        log.warning("%s: dropped %d duplicated row(s)", path, n_dup)
+    clash = df["sample_id"].duplicated(keep=False)
+    if clash.any():
+        sid = df.loc[clash, "sample_id"].iloc[0]
+        rows = (df.index[df["sample_id"] == sid] + 1).tolist()
+        raise TableError(f"{path}: sample_id {sid!r} names different rows (rows {rows} after dropping duplicates)")
+
+    root = Path(data_root) if data_root is not None else Path.cwd()
+    df["source_path"] = [str(p if Path(p).is_absolute() else root / p) for p in df["filepath"]]
+    front = SAMPLE_COLUMNS + ["source_path"]
+    df = df[front + [c for c in df.columns if c not in front]]
+    df.attrs["n_duplicates_dropped"] = n_dup
+    df.attrs["layout"] = layout
+    df.attrs["path"] = str(path)
+    return df
+
+
+def read_class_names(path: str | os.PathLike) -> dict[int, str]:
+    """Return `{label: name}` from a class-name CSV.
+
+    Accepted headers: `label,classname` (ImageNet), `y,...,english` (iWildCam labels; the English name is
+    used) and the canonical `label,label_name`.
+    """
+    path = Path(path)
+    df = read_table(path)
+    cols = list(df.columns)
+    for key, val in (("label", "classname"), ("label", "label_name"), ("y", "english"), ("y", "name")):
+        if key in cols and val in cols:
+            break
+    else:
+        raise TableError(
+            f"{path}: a class-name map needs columns 'label,classname', 'label,label_name' or 'y,english'; found {cols}"
+        )
+    out: dict[int, str] = {}
+    for i, (k, v) in enumerate(zip(df[key], df[val])):
+        try:
+            out[int(k)] = str(v).strip()
+        except ValueError:
+            raise TableError(f"{path}: row {i + 1}: column {key!r} must be an integer, got {k!r}") from None
+    return out
+
+
+def to_discl_layout(df: pd.DataFrame, layout: str) -> pd.DataFrame:
+    """Return `df` (canonical columns) in DisCL's 'iwildcam' or 'imagenet_lt' hard-sample CSV layout."""
+    if layout == "iwildcam":
+        out = pd.DataFrame(
+            {"label id": df["label"].to_numpy(), "label name": df["label_name"].to_numpy(),
+             "filepath": df["filepath"].to_numpy(), "img_name": df["sample_id"].to_numpy()}
+        )
+        return out  # written with index=True, giving DisCL's leading unnamed column
+    if layout == "imagenet_lt":
+        names = df["image_name"] if "image_name" in df.columns else df["filepath"].map(lambda p: Path(p).name)
+        return pd.DataFrame(
+            {"filepath": df["filepath"].to_numpy(), "image_name": names.to_numpy(),
+             "label": df["label"].to_numpy(), "classname": df["label_name"].to_numpy()}
+        )
+    raise ValueError(f"unknown DisCL layout {layout!r}; use 'iwildcam' or 'imagenet_lt'")
+
+
+# --------------------------------------------------------------------------------------------------------
+# writing: atomic (temporary file in the same folder, then rename), so a kill never leaves a half file
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write `df` to Parquet with `metadata` (JSON) in the schema; return the path."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    if metadata is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Return the JSON metadata written by `write_parquet` (empty dict if none)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
+    """Atomically write `df` as CSV; return the path."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=index)
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Atomically write `obj` as indented JSON; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)

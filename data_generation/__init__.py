@@ -1,0 +1,1 @@
+"""Phase 1 of DisCL: hard samples -> prompts -> image-guided generation -> CLIP scores and filter."""
