@@ -250,6 +250,7 @@ def run_generation(
                         strength=float(strength),
                         text_guidance=float(g),
                         steps=cfg.steps,
+                        labels=[int(r["label"]) for r in batch_rows],
                     )
                     try:
                         arrays = generator.generate(batch)

@@ -21,8 +21,10 @@ DEFAULT_TEMPLATE = "a photo of a {name}."
 
 MANIFEST_COLUMNS = [
     "synthetic_id", "sample_id", "label", "label_name", "prompt", "strength", "image_guidance",
-    "text_guidance", "seed", "model_id", "steps", "width", "height", "path",
+    "text_guidance", "seed", "model_id", "steps", "width", "height", "path", "filepath",
 ]
+# `path`: the synthetic image, relative to the output folder. `filepath`: the real source image as the sample
+# table gave it (relative to --data_root, recorded in the manifest metadata), so scorers find the real image.
 
 
 def level(strength: float) -> int:
@@ -145,6 +147,7 @@ def plan_variants(
                         "seed": int(seed),
                         # relative to the output folder, so a folder can be moved or merged
                         "path": f"{class_dir}/{variant_dirname(strength, g, seed)}/{image_file}",
+                        "filepath": s.filepath,
                         "source_path": s.source_path,
                     })
     cols = [c for c in MANIFEST_COLUMNS if c not in {"model_id", "steps", "width", "height"}] + ["source_path"]

@@ -28,6 +28,8 @@ class GenerationBatch:
     strength: float
     text_guidance: float
     steps: int
+    #: integer class labels of the items (class-conditional backends use them instead of the prompts)
+    labels: Sequence[int] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
