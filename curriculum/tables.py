@@ -87,7 +87,10 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
     raw.columns = [str(c).strip() if not str(c).startswith("Unnamed") else "" for c in raw.columns]
     if raw.empty:
         raise TableError(f"{path}: the table has no rows")
-    layout = detect_layout(list(raw.columns))
+    try:
+        layout = detect_layout(list(raw.columns))
+    except TableError as err:
+        raise TableError(f"{path}: {err}") from None
     df = raw.drop(columns=[c for c in raw.columns if c == ""])
     if layout == "iwildcam":
         df = df.rename(columns=IWILDCAM_LAYOUT)
@@ -139,7 +142,7 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
 
 
 def read_class_names(path: str | os.PathLike) -> dict[int, str]:
-    """Return `{label: name}` from a class-name CSV.
+    """Return `{label: name}` from a class-name CSV (labels listed with several names are left out).
 
     Accepted headers: `label,classname` (ImageNet), `y,...,english` (iWildCam labels; the English name is
     used) and the canonical `label,label_name`.
@@ -155,11 +158,20 @@ def read_class_names(path: str | os.PathLike) -> dict[int, str]:
             f"{path}: a class-name map needs columns 'label,classname', 'label,label_name' or 'y,english'; found {cols}"
         )
     out: dict[int, str] = {}
+    ambiguous: set[int] = set()
     for i, (k, v) in enumerate(zip(df[key], df[val])):
         try:
-            out[int(k)] = str(v).strip()
+            k = int(k)
         except ValueError:
             raise TableError(f"{path}: row {i + 1}: column {key!r} must be an integer, got {k!r}") from None
+        if k in out and out[k] != str(v).strip():
+            ambiguous.add(k)
+        out.setdefault(k, str(v).strip())
+    # e.g. iWildCam's y=99999 groups every category outside the WILDS label set: no single name
+    for k in ambiguous:
+        del out[k]
+    if ambiguous:
+        log.warning("%s: label(s) %s have several names and were left out of the map", path, sorted(ambiguous))
     return out
 
 

@@ -188,7 +188,11 @@ def run_generation(
     for f in plan_failures:
         summary.failure_reasons[_short_reason(f.reason)] += per_sample
 
-    # resume: a variant is done when its image exists and decodes
+    # resume: a variant is done when its image exists and decodes. Temporary files of a killed run
+    # (atomic writes: `.{name}.*.tmp`) never count as done; remove the ones in this shard's folders.
+    for folder in {(out / p).parent for p in plan["path"]}:
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
     done_mask = [is_readable_image(out / p) for p in plan["path"]]
     plan["done"] = done_mask
     summary.skipped_done = int(sum(done_mask))

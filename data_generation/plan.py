@@ -72,8 +72,9 @@ def target_size(
         width = height * src_width / src_height
     elif height is None:
         height = width * src_height / src_width
-    w = max(multiple, int(math.floor(width / multiple)) * multiple)
-    h = max(multiple, int(math.floor(height / multiple)) * multiple)
+    # the epsilon keeps 400/796*796 = 399.99999 from flooring a whole multiple away
+    w = max(multiple, int(math.floor(width / multiple + 1e-6)) * multiple)
+    h = max(multiple, int(math.floor(height / multiple + 1e-6)) * multiple)
     return w, h
 
 
