@@ -1,0 +1,159 @@
+"""Generation throughput: gene_img vs the reference's naive loop vs a direct batched diffusers call.
+
+Same pipeline, same work (images x strengths x seeds). Prints a table.
+
+    python benchmarks/bench_generation.py                        # tiny SDXL-refiner-form pipeline, CPU
+    python benchmarks/bench_generation.py --model_id DIR --device cuda --dtype fp16 --size 480 270
+
+* naive: one pipeline call per (image, strength, seed), reloading and resizing the source image each time and
+  letting the pipeline encode the prompt and the image every call (what DisCL's script does), then saving.
+* direct batched: one diffusers call per batch of `--batch_size` variants (lists of prompts, images and
+  generators); no file I/O at all. The ceiling for pure batching.
+* gene_img: `run_generation` (the library call behind gene_img.py) with everything included: reading the
+  table, planning, hashing seeds, decoding sources, batching, atomic JPEG writes, the Parquet manifest.
+  Model loading is excluded from all three (it is done once, before timing).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from data_generation.generate import GenerationConfig, run_generation  # noqa: E402
+from data_generation.generators import load_generator  # noqa: E402
+from data_generation.images import load_rgb, resize_to, save_image_atomic, to_pil  # noqa: E402
+from data_generation.seeding import make_generator  # noqa: E402
+from data_generation.tiny_models import save_tiny_pipeline  # noqa: E402
+
+PHOTO = ROOT / "data_generation" / "iWildCam" / "sample_imgs" / "8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
+
+
+def make_sources(folder: Path, n: int) -> Path:
+    """Write n distinct crops of the bundled photo and a sample table; return the table path."""
+    photo = Image.open(PHOTO).convert("RGB")
+    rows = []
+    for i in range(n):
+        p = folder / "src" / f"img{i}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        photo.crop((i * 30, i * 10, i * 30 + 560, i * 10 + 315)).save(p, quality=95)
+        rows.append({"sample_id": f"img{i}", "filepath": str(p), "label": i % 4, "label_name": f"class{i % 4}"})
+    table = folder / "samples.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table
+
+
+def run_naive(gen, table: Path, strengths, seeds, steps, size, out: Path) -> int:
+    """The reference pattern: one pipeline call per variant; return the number of images."""
+    pipe = gen.pipe
+    n = 0
+    for row in pd.read_csv(table).itertuples():
+        for s in strengths:
+            for seed in seeds:
+                img = resize_to(load_rgb(row.filepath), *size)
+                arr = pipe(prompt=f"a photo of a {row.label_name}.", image=img, strength=s, guidance_scale=10.0,
+                           num_inference_steps=steps, generator=make_generator(row.sample_id, seed),
+                           output_type="np").images[0]
+                save_image_atomic(to_pil(arr), out / f"{row.sample_id}_{s}_{seed}.jpg")
+                n += 1
+    return n
+
+
+def run_direct_batched(gen, table: Path, strengths, seeds, steps, size, batch_size: int) -> int:
+    """Lists of prompts/images/generators per call, no I/O; return the number of images."""
+    pipe = gen.pipe
+    rows = list(pd.read_csv(table).itertuples())
+    images = {r.sample_id: resize_to(load_rgb(r.filepath), *size) for r in rows}
+    n = 0
+    for s in strengths:
+        items = [(r, seed) for r in rows for seed in seeds]
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            out = pipe(prompt=[f"a photo of a {r.label_name}." for r, _ in chunk],
+                       image=[images[r.sample_id] for r, _ in chunk], strength=s, guidance_scale=10.0,
+                       num_inference_steps=steps, generator=[make_generator(r.sample_id, seed) for r, seed in chunk],
+                       output_type="np").images
+            n += len(out)
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three methods and print the table; return 0."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_id", default=None, help="pipeline folder (default: build the tiny SDXL-refiner form)")
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    p.add_argument("--seeds", type=int, nargs="+", default=[10, 20, 30, 40, 42, 50, 60, 70])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("W", "H"))
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"])
+    p.add_argument("--skip_naive", action="store_true")
+    args = p.parse_args(argv)
+    dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
+    try:
+        model_id = args.model_id or str(save_tiny_pipeline("sdxl-refiner", work / "tiny-sdxl-refiner"))
+        gen = load_generator(model_id, device=args.device, dtype=dtype)
+        table = make_sources(work, args.images)
+        size = tuple(args.size)
+        work_items = args.images * len(args.strengths) * len(args.seeds)
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        # warm-up (kernels, allocator) on a small batch
+        run_direct_batched(gen, table, args.strengths[:1], args.seeds[:2], args.steps, size, args.batch_size)
+
+        results = []
+
+        def timed(name, fn):
+            sync()
+            t0 = time.perf_counter()
+            n = fn()
+            sync()
+            dt = time.perf_counter() - t0
+            assert n == work_items, (name, n, work_items)
+            results.append((name, dt, n / dt))
+
+        if not args.skip_naive:
+            timed("naive loop (reference)", lambda: run_naive(gen, table, args.strengths, args.seeds, args.steps, size, work / "naive"))
+        timed("direct batched diffusers", lambda: run_direct_batched(gen, table, args.strengths, args.seeds, args.steps, size, args.batch_size))
+
+        def gene():
+            cfg = GenerationConfig(data_csv=str(table), output_path=str(work / "gene"), model_id=model_id,
+                                   strengths=args.strengths, seeds=args.seeds, text_guidance=[10.0], steps=args.steps,
+                                   width=size[0], height=size[1], batch_size=args.batch_size, progress=False,
+                                   prompt_template="a photo of a {name}.")
+            return run_generation(cfg, generator=gen).generated
+
+        timed("gene_img (run_generation)", gene)
+
+        desc = gen.describe()
+        print(f"\nmodel: {desc['pipeline']} ({'tiny, random weights' if args.model_id is None else model_id}), "
+              f"device {args.device}, {desc['dtype']}, {size[0]}x{size[1]}, {args.steps} steps, batch {args.batch_size}, "
+              f"torch threads {torch.get_num_threads()}")
+        print(f"work: {args.images} images x {len(args.strengths)} strengths {args.strengths} x {len(args.seeds)} seeds = {work_items} images\n")
+        base = {name: rate for name, _, rate in results}
+        ref = base.get("naive loop (reference)")
+        ceiling = base["direct batched diffusers"]
+        print(f"| method | seconds | images/s | vs naive | vs direct batched |")
+        print(f"|---|---:|---:|---:|---:|")
+        for name, dt, rate in results:
+            vs_naive = f"{rate / ref:.2f}x" if ref else "-"
+            print(f"| {name} | {dt:.1f} | {rate:.2f} | {vs_naive} | {rate / ceiling:.2f}x |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
