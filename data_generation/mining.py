@@ -1,0 +1,154 @@
+"""Hard-sample selection: a recorded rule over difficulty scores, and the files gene_img reads.
+
+The reference's two hard sets are rules here:
+* ImageNet-LT: every image of the few-shot classes -> `HardRule(tail_only=True, tail_max_count=19)`;
+* iWildCam's hand-made list -> `HardRule(flag_column="hard")` over the user's table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from curriculum.tables import to_discl_layout, write_csv, write_parquet
+
+from .difficulty import HARDER_IF_LARGER, ensemble, rank_normalise, spearman_table
+
+
+@dataclass(frozen=True)
+class HardRule:
+    """Which samples are hard. Criteria are combined with `combine` ('any' or 'all') among the candidates.
+
+    Candidates are all samples, or only those of tail classes (`tail_only`: classes with at most
+    `tail_max_count` samples in `count_column`'s table, i.e. the training split). With no criterion every
+    candidate is hard. `bottom_q`/`top_q` map a score column to a fraction q: the ceil(q * n) candidates with
+    the smallest/largest values (ties broken by sample_id, so the choice is deterministic).
+    """
+
+    misclassified: bool = False
+    bottom_q: dict[str, float] = field(default_factory=dict)
+    top_q: dict[str, float] = field(default_factory=dict)
+    flag_column: str | None = None
+    tail_only: bool = False
+    tail_max_count: int = 19
+    combine: str = "any"
+
+    def validate(self, columns) -> None:
+        """Raise ValueError naming the flag when the rule refers to something that is not there."""
+        if self.combine not in {"any", "all"}:
+            raise ValueError(f"--combine must be 'any' or 'all', got {self.combine!r}")
+        for flag, spec in (("--bottom_q", self.bottom_q), ("--top_q", self.top_q)):
+            for col, q in spec.items():
+                if col not in columns:
+                    raise ValueError(f"{flag} {col}={q}: no score column {col!r}; available: {sorted(columns)}")
+                if not 0.0 < q <= 1.0:
+                    raise ValueError(f"{flag} {col}={q}: q must be in (0, 1]")
+        if self.misclassified and "correct" not in columns:
+            raise ValueError("--misclassified needs a classifier scorer (zero_shot_clip or checkpoint)")
+        if self.flag_column and self.flag_column not in columns:
+            raise ValueError(f"--flag_column {self.flag_column!r} is not a column of the table")
+
+    def describe(self) -> str:
+        """Return the rule in words (recorded in the outputs)."""
+        parts = []
+        if self.misclassified:
+            parts.append("misclassified")
+        parts += [f"bottom {q:g} of {c}" for c, q in self.bottom_q.items()]
+        parts += [f"top {q:g} of {c}" for c, q in self.top_q.items()]
+        if self.flag_column:
+            parts.append(f"{self.flag_column} is true")
+        crit = f" {'or' if self.combine == 'any' else 'and'} ".join(parts) or "every sample"
+        return crit + (f", among classes with <= {self.tail_max_count} samples" if self.tail_only else "")
+
+
+def _extreme(values: pd.Series, q: float, largest: bool) -> pd.Series:
+    n = len(values)
+    k = max(1, math.ceil(q * n)) if n else 0
+    order = values.sort_index(kind="stable").rank(method="first", ascending=not largest)
+    return (order <= k).reindex(values.index)
+
+
+def select_hard(scores: pd.DataFrame, rule: HardRule, class_counts: pd.Series | None = None) -> pd.Series:
+    """Return a boolean Series (index: sample_id) marking the hard samples under `rule`.
+
+    `scores` is indexed by sample_id with a `label` column and the score columns. `class_counts` maps a
+    label to its number of training samples (default: counted in `scores`).
+    """
+    rule.validate(set(scores.columns))
+    counts = class_counts if class_counts is not None else scores["label"].value_counts()
+    candidates = scores
+    if rule.tail_only:
+        candidates = scores[scores["label"].map(counts).fillna(0) <= rule.tail_max_count]
+    masks = []
+    if rule.misclassified:
+        masks.append(~candidates["correct"].astype(bool))
+    for col, q in rule.bottom_q.items():
+        masks.append(_extreme(candidates[col].astype(float), q, largest=False))
+    for col, q in rule.top_q.items():
+        masks.append(_extreme(candidates[col].astype(float), q, largest=True))
+    if rule.flag_column:
+        masks.append(candidates[rule.flag_column].astype(str).str.lower().isin({"1", "true", "yes"}))
+    if masks:
+        chosen = pd.concat(masks, axis=1)
+        hard_c = chosen.any(axis=1) if rule.combine == "any" else chosen.all(axis=1)
+    else:
+        hard_c = pd.Series(True, index=candidates.index)
+    return hard_c.reindex(scores.index, fill_value=False).astype(bool).rename("hard")
+
+
+def join_scores(table: pd.DataFrame, *score_frames: pd.DataFrame) -> pd.DataFrame:
+    """Return the table indexed by sample_id with every score frame joined on sample_id (never by position).
+
+    A score frame that lacks a sample of the table, or names one the table does not have, is an error.
+    """
+    out = table.set_index("sample_id", drop=False).rename_axis("sample_id_index")
+    for frame in score_frames:
+        missing = out.index.difference(frame.index)
+        extra = frame.index.difference(out.index)
+        if len(missing) or len(extra):
+            raise ValueError(f"scores {list(frame.columns)} do not match the table: {len(missing)} sample(s) without a "
+                             f"score (e.g. {list(missing[:3])}), {len(extra)} unknown (e.g. {list(extra[:3])})")
+        out = out.join(frame, how="left")
+    return out
+
+
+@dataclass
+class MiningResult:
+    scores: pd.DataFrame
+    hard_csv: Path
+    scores_parquet: Path
+    summary: pd.DataFrame
+    correlations: pd.DataFrame
+
+
+def write_mining_outputs(
+    table: pd.DataFrame, scored: pd.DataFrame, hard: pd.Series, rule: HardRule, out_csv: str | Path,
+    out_parquet: str | Path, layout: str, config: dict,
+) -> MiningResult:
+    """Write the hard-sample CSV (DisCL layout) and the Parquet table of every sample with scores and `hard`.
+
+    Returns the scored table, paths, the per-class summary (hard / total) and the Spearman table.
+    """
+    score_cols = [c for c in scored.columns if c in HARDER_IF_LARGER or c in config.get("score_columns", [])]
+    ranks = rank_normalise(scored[score_cols]) if score_cols else pd.DataFrame(index=scored.index)
+    full = scored.join(ranks)
+    if len(ranks.columns) > 1:
+        full["ensemble"] = ensemble(ranks)
+    full["hard"] = hard
+    full = full.reset_index(drop=True)
+    hard_rows = full[full["hard"]]
+    if layout == "canonical":
+        hard_table = hard_rows[["sample_id", "filepath", "label", "label_name"]]
+        write_csv(hard_table, out_csv)
+    else:
+        write_csv(to_discl_layout(hard_rows, layout), out_csv, index=(layout == "iwildcam"))
+    meta = {"rule": asdict(rule), "rule_text": rule.describe(), "config": config, "layout": layout,
+            "n_hard": int(full["hard"].sum()), "n_samples": len(full)}
+    write_parquet(full.drop(columns=["source_path"], errors="ignore"), out_parquet, meta)
+    summary = (full.groupby(["label", "label_name"])["hard"].agg(hard="sum", total="size").reset_index()
+               .sort_values(["hard", "label"], ascending=[False, True]))
+    summary["hard"] = summary["hard"].astype(int)
+    corr = spearman_table(scored[score_cols]) if len(score_cols) > 1 else pd.DataFrame()
+    return MiningResult(full, Path(out_csv), Path(out_parquet), summary, corr)

@@ -1,0 +1,61 @@
+"""Tiny fake datasets on disk: a WILDS iWildCam v2.0 tree, ImageNet-LT list files and an image folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+SPLITS = ("train", "val", "test", "id_val", "id_test")
+
+
+def _img(path: Path, rng: np.random.Generator, size=(32, 24), color=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    if color is not None:
+        arr[:] = (np.asarray(color) * 0.7 + arr * 0.3).astype(np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+
+
+def make_fake_iwildcam(root: Path, per_split: dict[str, int] | None = None, n_classes: int = 3, seed: int = 0) -> Path:
+    """Write `root/iwildcam_v2.0/` as WILDS expects it (metadata.csv, RELEASE_v2.0.txt, train/*.jpg)."""
+    rng = np.random.default_rng(seed)
+    per_split = per_split or {"train": 12, "val": 4, "test": 4, "id_val": 3, "id_test": 3}
+    d = root / "iwildcam_v2.0"
+    (d / "train").mkdir(parents=True, exist_ok=True)
+    (d / "RELEASE_v2.0.txt").write_text("fake\n")
+    rows, i = [], 0
+    for split, n in per_split.items():
+        for k in range(n):
+            y = k % n_classes
+            name = f"{split}_{k:04d}.jpg"
+            _img(d / "train" / name, rng, color=[(200, 60, 60), (60, 200, 60), (60, 60, 200)][y % 3])
+            rows.append({"split": split, "filename": name, "y": y, "location_remapped": i % 2, "sequence_remapped": i,
+                         "datetime": f"2013-06-{(i % 28) + 1:02d} 12:00:00.000"})
+            i += 1
+    pd.DataFrame(rows).to_csv(d / "metadata.csv", index=False)
+    return root
+
+
+def make_fake_imagenet_lt(root: Path, counts: dict[int, int], seed: int = 0) -> Path:
+    """Write images and `ImageNet_LT_train.txt` with `counts[label]` images per class; return the list file."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for label, n in counts.items():
+        for k in range(n):
+            rel = f"train/n{label:08d}/n{label:08d}_{k}.JPEG"
+            _img(root / rel, rng, size=(16, 16))
+            lines.append(f"{rel} {label}")
+    path = root / "ImageNet_LT_train.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Write `root/class_name/*.png`; return root."""
+    rng = np.random.default_rng(seed)
+    for cls, n in per_class.items():
+        for k in range(n):
+            _img(root / cls / f"{cls}_{k}.png", rng, size=(16, 16))
+    return root

@@ -1,0 +1,129 @@
+"""Datasets -> sample tables, difficulty scores, hard-sample rules and the files gene_img reads."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from curriculum.tables import read_parquet_metadata, read_sample_table
+from data_generation.datasets import load_image_folder, load_imagenet_lt, load_wilds_iwildcam, shot_groups
+from data_generation.difficulty import classifier_scores, ensemble, rank_normalise, random_scores, spearman_table
+from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs
+
+from .fakes import make_fake_imagenet_lt, make_fake_iwildcam, make_image_folder
+
+
+def test_wilds_iwildcam_loader_on_a_fake_tree(tmp_path):
+    make_fake_iwildcam(tmp_path)
+    df = load_wilds_iwildcam(tmp_path)
+    assert len(df) == 26 and set(df["split"]) == {"train", "val", "test", "id_val", "id_test"}
+    assert df.attrs["layout"] == "iwildcam" and df.attrs["data_root"] == str(tmp_path / "iwildcam_v2.0")
+    row = df.iloc[0]
+    assert (row.sample_id, row.filepath, row.label, row.label_name) == ("train_0000", "train/train_0000.jpg", 0, "empty")
+    assert all(__import__("pathlib").Path(p).is_file() for p in df["source_path"])
+    train = load_wilds_iwildcam(tmp_path, splits=("train",))
+    assert len(train) == 12 and set(train["split"]) == {"train"}
+    with pytest.raises(ValueError, match="unknown iWildCam split"):
+        load_wilds_iwildcam(tmp_path, splits=("dev",))
+    with pytest.raises(Exception, match="cannot open WILDS iWildCam"):
+        load_wilds_iwildcam(tmp_path / "nowhere")
+
+
+def test_imagenet_lt_list_with_shot_groups(tmp_path):
+    lst = make_fake_imagenet_lt(tmp_path, {0: 3, 1: 25, 2: 101})
+    df = load_imagenet_lt(lst, data_root=tmp_path)
+    assert len(df) == 129 and df.attrs["layout"] == "imagenet_lt"
+    by_label = df.groupby("label")["shot"].first().to_dict()
+    assert by_label == {0: "few", 1: "medium", 2: "many"}
+    assert df.iloc[0].label_name == "tench" and df.iloc[0].image_name == "n00000000_0.JPEG"
+    assert shot_groups(pd.Series([19, 20, 100, 101])).tolist() == ["few", "medium", "medium", "many"]
+
+
+def test_image_folder_loader(tmp_path):
+    make_image_folder(tmp_path / "imgs", {"cat": 2, "dog": 3})
+    df = load_image_folder(tmp_path / "imgs")
+    assert df.groupby("label_name")["label"].first().to_dict() == {"cat": 0, "dog": 1}
+    assert df["sample_id"].tolist()[:2] == ["cat_0", "cat_1"] and len(df) == 5
+
+
+def test_classifier_scores_by_formula():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]])
+    s = classifier_scores(probs, np.array([0, 1, 1]), index=["a", "b", "c"])
+    np.testing.assert_allclose(s["true_prob"], [0.7, 0.3, 0.5])
+    np.testing.assert_allclose(s["loss"], -np.log([0.7, 0.3, 0.5]))
+    np.testing.assert_allclose(s["margin"], [0.5, -0.3, 0.25])
+    assert s["correct"].tolist() == [True, False, True]
+    ranks = rank_normalise(s[["true_prob", "loss"]])
+    # the hardest sample (b: lowest true-class probability, highest loss) ranks 1 under both
+    assert ranks.loc["b"].tolist() == [1.0, 1.0] and ensemble(ranks).loc["a"] == 0.0
+    corr = spearman_table(s[["true_prob", "loss", "margin"]])
+    assert corr.loc["true_prob", "loss"] == pytest.approx(-1.0)
+
+
+def _scores(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"s{i:03d}" for i in range(n)]
+    labels = np.array([i % 4 for i in range(n)])
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=n)
+    probs[np.arange(n), labels] += 2.0  # every sample correct ...
+    probs[7] = [0.05, 0.05, 0.05, 0.85]  # label 3: confidently right
+    probs[9] = [0.9, 0.04, 0.03, 0.03]   # label 1: the planted misclassified sample
+    probs /= probs.sum(axis=1, keepdims=True)
+    table = pd.DataFrame({"sample_id": ids, "filepath": [f"{i}.jpg" for i in ids], "label": labels,
+                          "label_name": [f"c{y}" for y in labels]})
+    return table, classifier_scores(probs, labels, index=ids)
+
+
+def test_planted_misclassified_sample_is_selected_and_order_does_not_matter():
+    table, cls = _scores()
+    scored = join_scores(table, cls)
+    hard = select_hard(scored, HardRule(misclassified=True))
+    assert hard[hard].index.tolist() == ["s009"]
+    shuffled = join_scores(table.sample(frac=1, random_state=3), cls.sample(frac=1, random_state=4))
+    for rule in (HardRule(misclassified=True), HardRule(bottom_q={"true_prob": 0.1}, top_q={"loss": 0.05}),
+                 HardRule(bottom_q={"margin": 0.25}, tail_only=True, tail_max_count=10)):
+        a, b = select_hard(scored, rule), select_hard(shuffled, rule)
+        assert a[a].index.sort_values().tolist() == b[b].index.sort_values().tolist()
+
+
+def test_quantile_tail_and_combine_rules():
+    table, cls = _scores()
+    scored = join_scores(table, cls)
+    bottom = select_hard(scored, HardRule(bottom_q={"true_prob": 0.1}))
+    assert bottom.sum() == 4 and set(bottom[bottom].index) >= {"s009"}
+    assert scored.loc[bottom, "true_prob"].max() <= scored.loc[~bottom, "true_prob"].min()
+    counts = pd.Series({0: 100, 1: 100, 2: 15, 3: 5})
+    tail = select_hard(scored, HardRule(tail_only=True, tail_max_count=19), class_counts=counts)
+    assert set(scored.loc[tail, "label"]) == {2, 3} and tail.sum() == 20
+    both = select_hard(scored, HardRule(misclassified=True, bottom_q={"true_prob": 0.1}, combine="all"))
+    assert both[both].index.tolist() == ["s009"]
+    with pytest.raises(ValueError, match="--bottom_q nope=0.1: no score column"):
+        select_hard(scored, HardRule(bottom_q={"nope": 0.1}))
+    assert HardRule(misclassified=True, tail_only=True).describe() == "misclassified, among classes with <= 19 samples"
+
+
+def test_scores_must_align_by_sample_id():
+    table, cls = _scores()
+    with pytest.raises(ValueError, match="1 sample\\(s\\) without a score"):
+        join_scores(table, cls.drop(index="s003"))
+    with pytest.raises(ValueError, match="1 unknown"):
+        join_scores(table.iloc[1:], cls)
+
+
+@pytest.mark.parametrize("layout", ["iwildcam", "imagenet_lt", "canonical"])
+def test_hard_csv_round_trips_into_gene_img_reader(tmp_path, layout):
+    table, cls = _scores()
+    scored = join_scores(table, cls, random_scores(table["sample_id"], seed=1))
+    hard = select_hard(scored, HardRule(bottom_q={"true_prob": 0.2}))
+    res = write_mining_outputs(table, scored, hard, HardRule(bottom_q={"true_prob": 0.2}),
+                               tmp_path / "hard.csv", tmp_path / "scores.parquet", layout, {"scorers": ["test"]})
+    back = read_sample_table(res.hard_csv)
+    assert back.attrs["layout"] == layout
+    assert sorted(back["sample_id"]) == sorted(hard[hard].index)
+    assert back.set_index("sample_id").loc["s009", "label"] == 1
+    full = pd.read_parquet(res.scores_parquet)
+    assert len(full) == 40 and full["hard"].sum() == hard.sum()
+    assert {"true_prob_rank", "loss_rank", "random_rank", "ensemble"} <= set(full.columns)
+    meta = read_parquet_metadata(res.scores_parquet)
+    assert meta["rule_text"] == "bottom 0.2 of true_prob" and meta["n_hard"] == 8
+    assert res.summary["hard"].sum() == 8 and res.summary["total"].sum() == 40
