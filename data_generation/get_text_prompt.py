@@ -1,0 +1,60 @@
+"""get_text_prompt.py: diversified per-class prompts from a language model, validated and resumable.
+
+    OPENAI_API_KEY=... python data_generation/get_text_prompt.py --data_csv hard.csv --prompt_json prompts.json
+    python data_generation/get_text_prompt.py --data_csv hard.csv --prompt_json prompts.json \
+        --backend transformers --model /models/Qwen2.5-1.5B-Instruct
+
+Writes {class name: [prompt, ...]} (the file gene_img.py's --prompt_json reads). Classes already in the file
+are skipped; an answer with too few or too short descriptions is asked again, then reported.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+if __package__ in (None, ""):
+    import _bootstrap  # type: ignore[import-not-found]
+
+    _bootstrap.ensure_importable()
+
+from curriculum.tables import read_class_names, read_sample_table  # noqa: E402
+from data_generation.prompts import LANGUAGE_MODELS, generate_prompt_file  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate the prompt JSON; return 0, or 1 if some class got no valid prompts."""
+    p = argparse.ArgumentParser(prog="get_text_prompt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_csv", required=True, help="sample table whose classes need prompts (any accepted layout)")
+    p.add_argument("--prompt_json", required=True, help="output JSON (resumed if it exists)")
+    p.add_argument("--class_names", default=None, help="class-name map CSV; default: the table's label names")
+    p.add_argument("--backend", default="openai", choices=LANGUAGE_MODELS.names())
+    p.add_argument("--model", default=None, help="chat model name (openai) or hub id/folder (transformers)")
+    p.add_argument("--api_base", default=None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL or OpenAI's)")
+    p.add_argument("--n_prompts", type=int, default=10, help="descriptions per class (default 10)")
+    p.add_argument("--min_words", type=int, default=15, help="minimum words per description (default 15)")
+    p.add_argument("--hint", default="", help="context for the model, e.g. 'camera-trap photos'")
+    p.add_argument("--max_tries", type=int, default=3)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    table = read_sample_table(args.data_csv)
+    if args.class_names:
+        names_map = read_class_names(args.class_names)
+        names = [names_map.get(int(y), n) for y, n in zip(table["label"], table["label_name"])]
+    else:
+        names = table["label_name"].tolist()
+    kwargs = {"model": args.model} if args.model else {}
+    if args.backend == "openai" and args.api_base:
+        kwargs["api_base"] = args.api_base
+    ask = LANGUAGE_MODELS.get(args.backend)(**kwargs)
+    run = generate_prompt_file(names, args.prompt_json, ask, n=args.n_prompts, min_words=args.min_words,
+                               hint=args.hint, max_tries=args.max_tries)
+    print(f"prompts: {run.written} classes written, {run.skipped_done} already done, {len(run.failed)} failed -> {args.prompt_json}")
+    for name, why in run.failed.items():
+        print(f"  failed: {name}: {why}", file=sys.stderr)
+    return 1 if run.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

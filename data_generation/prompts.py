@@ -1,0 +1,161 @@
+"""Prompts: class-prompt templates per dataset, and diversified per-class scene descriptions from a language
+model (the reference asked a chat model for 10 descriptions of at least 15 words per class).
+
+Language-model backends: an OpenAI-compatible chat endpoint (key from the environment) or a local
+transformers text-generation model. Answers are validated (count, length) before anything is saved; the JSON
+file is rewritten atomically after each class, so a rerun resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from curriculum.registry import Registry
+from curriculum.tables import write_json
+
+log = logging.getLogger(__name__)
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+LANGUAGE_MODELS: Registry = Registry("language-model backend")
+
+
+def templates(dataset: str) -> list[str]:
+    """Return the class-prompt templates of a dataset ('iwildcam', 'imagenet', 'generic'); `{name}` is the class."""
+    table = json.loads((ASSETS / "prompt_templates.json").read_text())
+    if dataset not in table:
+        raise KeyError(f"no prompt templates for dataset {dataset!r}; available: {sorted(table)}")
+    return table[dataset]
+
+
+def class_prompts(names: Sequence[str], dataset: str) -> list[list[str]]:
+    """Return, for each class name, its prompts from the dataset's templates."""
+    return [[t.format(name=n) for t in templates(dataset)] for n in names]
+
+
+def request_text(name: str, n: int, min_words: int, hint: str) -> str:
+    """Return the instruction sent to the language model for one class."""
+    return (
+        f"Write {n} different one-sentence descriptions of realistic scenes that contain a {name}"
+        f"{' (' + hint + ')' if hint else ''}. Each description must be at least {min_words} words long and "
+        f"mention the {name}. Answer with a JSON list of {n} strings and nothing else."
+    )
+
+
+def parse_answer(text: str) -> list[str]:
+    """Return the descriptions in a model answer: a JSON list of strings, else one per non-empty line."""
+    match = re.search(r"\[.*\]", text, flags=re.S)
+    if match:
+        try:
+            data = json.loads(match.group(0))
+            if isinstance(data, list):
+                return [str(x).strip() for x in data if str(x).strip()]
+        except json.JSONDecodeError:
+            pass
+    lines = [re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", ln).strip().strip('"') for ln in text.splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def validate(descriptions: list[str], n: int, min_words: int) -> tuple[list[str] | None, str]:
+    """Return (the first n valid descriptions, "") or (None, why the answer was rejected)."""
+    good = [d for d in descriptions if len(d.split()) >= min_words]
+    if len(good) < n:
+        short = len(descriptions) - len(good)
+        return None, f"{len(good)} of the required {n} descriptions have >= {min_words} words ({short} too short)"
+    return good[:n], ""
+
+
+@LANGUAGE_MODELS.register("openai")
+@dataclass
+class OpenAIChat:
+    """An OpenAI-compatible chat-completions endpoint; the key comes from `api_key_env`."""
+
+    model: str = "gpt-4o-mini"
+    api_base: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.9
+    timeout: float = 60.0
+
+    def __call__(self, prompt: str) -> str:
+        """Return the model's answer to `prompt`."""
+        base = (self.api_base or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        key = os.environ.get(self.api_key_env, "")
+        body = json.dumps({"model": self.model, "temperature": self.temperature,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        req = urllib.request.Request(f"{base}/chat/completions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            data = json.loads(resp.read())
+        return data["choices"][0]["message"]["content"]
+
+
+@LANGUAGE_MODELS.register("transformers")
+@dataclass
+class LocalTextGeneration:
+    """A local transformers text-generation model (a hub id in the cache or a folder)."""
+
+    model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    max_new_tokens: int = 600
+    device: str | None = None
+    seed: int = 0
+    _pipe: object = field(default=None, init=False, repr=False)
+
+    def __call__(self, prompt: str) -> str:
+        """Return the generated continuation of `prompt` (chat template applied when the tokenizer has one)."""
+        from transformers import pipeline, set_seed
+
+        if self._pipe is None:
+            self._pipe = pipeline("text-generation", model=self.model, device=self.device)
+        set_seed(self.seed)
+        tok = self._pipe.tokenizer
+        text = prompt
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        out = self._pipe(text, max_new_tokens=self.max_new_tokens, do_sample=True, return_full_text=False)
+        return out[0]["generated_text"]
+
+
+@dataclass
+class PromptRun:
+    written: int = 0
+    skipped_done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def generate_prompt_file(
+    class_names: Sequence[str], out_json: str | Path, ask: Callable[[str], str], n: int = 10, min_words: int = 15,
+    hint: str = "", max_tries: int = 3, progress: bool = True,
+) -> PromptRun:
+    """Ask `ask` for `n` descriptions per class and save `{class: [prompt, ...]}` to `out_json`; return counts.
+
+    Classes already in the file are skipped (resume). An answer that fails validation is asked again up to
+    `max_tries` times, then the class is reported as failed and nothing is saved for it.
+    """
+    out_json = Path(out_json)
+    data: dict[str, list[str]] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    run = PromptRun()
+    for name in tqdm(list(dict.fromkeys(class_names)), desc="prompts", unit="class", disable=not progress):
+        if name in data:
+            run.skipped_done += 1
+            continue
+        why = ""
+        for _ in range(max_tries):
+            try:
+                good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
+            except Exception as err:  # network or model errors: counted, retried
+                good, why = None, f"{type(err).__name__}: {err}"
+            if good is not None:
+                data[name] = good
+                write_json(data, out_json)
+                run.written += 1
+                break
+        else:
+            run.failed[name] = why
+            log.warning("no valid prompts for %r after %d tries: %s", name, max_tries, why)
+    return run

@@ -1,0 +1,101 @@
+"""Prompt templates and diversified prompts from an OpenAI-compatible endpoint / a local transformers model."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pandas as pd
+import pytest
+
+from data_generation import get_text_prompt
+from data_generation.prompts import class_prompts, parse_answer, templates, validate
+
+GOOD = [f"A {{name}} walks slowly across the dry savanna grass at dawn while birds circle overhead number {i}."
+        for i in range(10)]
+
+
+class FakeChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions endpoint on loopback: good answers, except for 'zebra'."""
+
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        FakeChat.calls.append((prompt, self.headers.get("Authorization")))
+        name = "zebra" if "zebra" in prompt else "cheetah"
+        answer = json.dumps(["too short"] * 10) if name == "zebra" else "Sure!\n" + json.dumps([g.format(name=name) for g in GOOD])
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    server = HTTPServer(("127.0.0.1", 0), FakeChat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeChat.calls = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_templates_per_dataset():
+    assert templates("iwildcam") == ["a photo of {name}.", "{name} in the wild."]
+    assert class_prompts(["cheetah"], "iwildcam") == [["a photo of cheetah.", "cheetah in the wild."]]
+    assert len(templates("imagenet")) == 7
+    with pytest.raises(KeyError, match="no prompt templates for dataset 'coco'"):
+        templates("coco")
+
+
+def test_parse_and_validate():
+    assert parse_answer('Here: ["a b", "c d"] done') == ["a b", "c d"]
+    assert parse_answer("1. first one\n2) second one\n- third") == ["first one", "second one", "third"]
+    good, why = validate(["w " * 15, "w " * 3, "w " * 20], n=2, min_words=15)
+    assert good is not None and len(good) == 2 and why == ""
+    bad, why = validate(["w " * 15, "w " * 3], n=2, min_words=15)
+    assert bad is None and "1 of the required 2" in why
+
+
+def test_openai_endpoint_validates_and_resumes(tmp_path, chat_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a", "b", "c"], "filepath": ["a.jpg", "b.jpg", "c.jpg"], "label": [0, 0, 1],
+                  "label_name": ["cheetah", "cheetah", "zebra"]}).to_csv(table, index=False)
+    out = tmp_path / "prompts.json"
+    argv = ["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server, "--max_tries", "2"]
+    assert get_text_prompt.main(argv) == 1  # zebra's answers are too short: reported, not saved
+    saved = json.loads(out.read_text())
+    assert list(saved) == ["cheetah"] and len(saved["cheetah"]) == 10
+    assert all(len(p.split()) >= 15 and "cheetah" in p for p in saved["cheetah"])
+    assert len(FakeChat.calls) == 1 + 2 and FakeChat.calls[0][1] == "Bearer sk-test"
+    assert "10 different" in FakeChat.calls[0][0] and "at least 15 words" in FakeChat.calls[0][0]
+    FakeChat.calls = []
+    assert get_text_prompt.main(argv) == 1
+    assert all("zebra" in c[0] for c in FakeChat.calls)  # cheetah was not asked again
+
+
+def test_local_transformers_model_goes_through_validation(tmp_path):
+    """A tiny random GPT-2 saved to a folder loads through the real pipeline; its babble is rejected."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+    from data_generation.tiny_models import write_clip_tokenizer
+
+    folder = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=49408, n_positions=256)).save_pretrained(folder)
+    # any BPE tokenizer works for the plumbing; the CLIP one ships offline
+    from transformers import CLIPTokenizer
+
+    CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_path / "tok"))).save_pretrained(folder)
+    lm = LocalTextGeneration(model=str(folder), max_new_tokens=8)
+    assert isinstance(lm("a photo of"), str)
+    run = generate_prompt_file(["cheetah"], tmp_path / "p.json", lm, n=2, min_words=15, max_tries=1, progress=False)
+    assert run.written == 0 and "cheetah" in run.failed and not (tmp_path / "p.json").exists()
