@@ -241,3 +241,16 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------------
+# assets shared by Phase 1 and Phase 2
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def read_prompt_templates(dataset: str, path: str | os.PathLike | None = None) -> list[str]:
+    """Return the class-prompt templates of `dataset` ('iwildcam', 'imagenet', 'generic'); `{name}` is the class."""
+    table = json.loads(Path(path or ASSETS / "prompt_templates.json").read_text())
+    if dataset not in table:
+        raise KeyError(f"no prompt templates for dataset {dataset!r}; available: {sorted(table)}")
+    return list(table[dataset])

@@ -19,19 +19,15 @@ from typing import Callable, Sequence
 from tqdm.auto import tqdm
 
 from curriculum.registry import Registry
-from curriculum.tables import write_json
+from curriculum.tables import read_prompt_templates, write_json
 
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 LANGUAGE_MODELS: Registry = Registry("language-model backend")
 
 
 def templates(dataset: str) -> list[str]:
     """Return the class-prompt templates of a dataset ('iwildcam', 'imagenet', 'generic'); `{name}` is the class."""
-    table = json.loads((ASSETS / "prompt_templates.json").read_text())
-    if dataset not in table:
-        raise KeyError(f"no prompt templates for dataset {dataset!r}; available: {sorted(table)}")
-    return table[dataset]
+    return read_prompt_templates(dataset)
 
 
 def class_prompts(names: Sequence[str], dataset: str) -> list[list[str]]:

@@ -59,3 +59,46 @@ def make_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> P
         for k in range(n):
             _img(root / cls / f"{cls}_{k}.png", rng, size=(16, 16))
     return root
+
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def register_tiny_open_clip(folder: Path, name: str = "tiny-clip-test") -> str:
+    """Register a tiny open_clip architecture (JSON config) and return its name."""
+    import json
+
+    import open_clip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder)
+    return name
+
+
+def make_synthetic_manifest(out: Path, table: pd.DataFrame, strengths=(0.5, 0.3, 0.1), seeds=(1, 2), seed: int = 0,
+                            keep_every: int = 1) -> Path:
+    """Write perturbed copies of the table's images in gene_img's layout plus a scored manifest; return it."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in table.itertuples():
+        src = np.asarray(Image.open(r.source_path).convert("RGB"), dtype=np.float64)
+        for s in strengths:
+            for sd in seeds:
+                rel = f"{r.label_name}/Strength{int(round(100 * s))}_guidance100_seed{sd}/{r.sample_id}.jpg"
+                noisy = (1 - s) * src + s * rng.integers(0, 255, src.shape)
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(out / rel)
+                rows.append({"synthetic_id": f"{r.sample_id}/Strength{int(round(100 * s))}_guidance100_seed{sd}",
+                             "sample_id": r.sample_id, "label": int(r.label), "label_name": r.label_name,
+                             "prompt": f"a photo of {r.label_name}.", "strength": s, "image_guidance": 1 - s,
+                             "text_guidance": 10.0, "seed": sd, "model_id": "fake", "steps": 10, "width": src.shape[1],
+                             "height": src.shape[0], "path": rel, "filepath": r.filepath,
+                             "clip_img_sim": 0.9, "clip_txt_sim": 0.3, "keep": len(rows) % keep_every == 0})
+    path = out / "scores.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path

@@ -1,0 +1,169 @@
+"""Phase 2 training on tiny models: FLYP on a fake iWildCam tree, a long-tail ResNet on a tiny ImageNet-LT."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data_generation.datasets import load_imagenet_lt, load_wilds_iwildcam
+from training import finetune_flyp, train_lt
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.classifier import lt_epoch_composer
+from training.data import load_real, load_synthetic, stage_items
+from training.losses import balanced_softmax, log_class_prior
+
+from .fakes import make_fake_imagenet_lt, make_fake_iwildcam, make_synthetic_manifest, register_tiny_open_clip
+
+
+@pytest.fixture
+def iwildcam(tmp_path):
+    """A fake WILDS tree, its sample table (hard = half the train images) and a scored synthetic manifest."""
+    make_fake_iwildcam(tmp_path / "wilds", per_split={"train": 12, "val": 4, "test": 4, "id_val": 4, "id_test": 4})
+    table = load_wilds_iwildcam(tmp_path / "wilds")
+    table["hard"] = (table["split"] == "train") & (np.arange(len(table)) % 2 == 0)
+    table_path = tmp_path / "iwildcam.parquet"
+    table.drop(columns=["source_path"]).to_parquet(table_path)
+    hard = table[table["hard"]]
+    manifest = make_synthetic_manifest(tmp_path / "syn", hard, strengths=(0.5, 0.3, 0.1), seeds=(1, 2), keep_every=1)
+    model_name = register_tiny_open_clip(tmp_path / "clipcfg")
+    return {"table": table_path, "root": table.attrs["data_root"], "manifest": manifest, "model": model_name,
+            "n_train": 12, "n_hard": len(hard)}
+
+
+def _flyp_argv(d, run_dir, *extra):
+    return ["--data_table", str(d["table"]), "--data_root", d["root"], "--syn_manifest", str(d["manifest"]),
+            "--model", d["model"], "--pretrained", "", "--run_dir", str(run_dir), "--epochs", "3",
+            "--batch_size", "8", "--lr", "1e-4", "--warmup_steps", "2", "--num_workers", "0", "--device", "cpu",
+            "--curriculum", "--curriculum_epoch", "2", "--curriculum_val_size", "2", *extra]
+
+
+def test_stage_items_keep_non_hard_real_data(iwildcam):
+    real = load_real(iwildcam["table"], iwildcam["root"])
+    syn = load_synthetic(iwildcam["manifest"], known_labels=real["label"].unique())
+    assert sorted(syn["level"].unique()) == [50, 70, 90]
+    items = stage_items(real, syn, 70)
+    assert (items["source"] == "real").sum() == iwildcam["n_train"]  # hard and non-hard real samples
+    assert set(items.loc[items["source"] == "real", "sample_id"]) == set(real["sample_id"])
+    assert (items["level"] == 70).sum() == iwildcam["n_hard"] * 2
+    with pytest.raises(ValueError, match="not a class of the real training data"):
+        load_synthetic(iwildcam["manifest"], known_labels=[0])
+
+
+def test_flyp_adaptive_run_writes_metrics_schedule_checkpoints(iwildcam, tmp_path):
+    run = tmp_path / "run"
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run, "--progress_guid", "--log_dynamics")) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1, 2]
+    for split in ("id_val", "id_test", "val", "test"):
+        for m in ("acc", "macro_f1"):
+            col = f"iwildcam/{split}/{m}"
+            assert col in metrics and metrics[col].between(0, 1).all()
+    # the schedule followed: synthetic levels during the curriculum (2 epochs), then real (100)
+    sched = pd.read_csv(run / "schedule.csv")
+    assert sched["level"].iloc[-1] == 100 and set(sched["level"].iloc[:2]) <= {50, 70, 90}
+    assert json.loads(sched["progress"].iloc[0]).keys() == {"50", "70", "90"}
+    assert sched["next_level"].iloc[0] == sched["level"].iloc[1]
+    # every stage trains on all real samples plus the chosen level's synthetic images (minus held-out sources)
+    assert (metrics["n_items"] - metrics["n_synthetic"] == iwildcam["n_train"]).all()
+    assert metrics["n_synthetic"].iloc[-1] == 0 and metrics["n_synthetic"].iloc[0] > 0
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert (run / "best_model.safetensors").is_file() and (run / "final_model.safetensors").is_file()
+    dyn = pd.read_parquet(run / "dynamics.parquet")
+    assert len(dyn) == 3 * iwildcam["n_train"] and dyn["true_prob"].between(0, 1).all()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["schedule"] == "adaptive" and cfg["config"]["levels"] == [50, 70, 90]
+
+
+def test_flyp_resumed_run_equals_uninterrupted(iwildcam, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert finetune_flyp.main(_flyp_argv(iwildcam, a, "--progress_guid")) == 0
+    assert finetune_flyp.main(_flyp_argv(iwildcam, b, "--progress_guid", "--epochs_per_invocation", "2")) == 0
+    assert not (b / "final_model.safetensors").exists()
+    assert finetune_flyp.main(_flyp_argv(iwildcam, b, "--progress_guid", "--resume")) == 0
+    wa, wb = load_file(str(a / "final_model.safetensors")), load_file(str(b / "final_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(a / "schedule.csv"), pd.read_csv(b / "schedule.csv"))
+    ma, mb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
+    pd.testing.assert_frame_equal(ma.drop(columns="seconds"), mb.drop(columns="seconds"), atol=1e-6)
+
+
+def test_balanced_softmax_by_formula():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.2, 0.1, 3.0]])
+    labels = torch.tensor([0, 2])
+    prior = log_class_prior(torch.tensor([100.0, 10.0, 1.0]))
+    np.testing.assert_allclose(prior.exp().numpy(), [100 / 111, 10 / 111, 1 / 111], rtol=1e-6)
+    shifted = logits + prior
+    expected = -(shifted.log_softmax(1)[torch.arange(2), labels]).mean()
+    torch.testing.assert_close(balanced_softmax(logits, labels, prior), expected)
+    with pytest.raises(ValueError, match="class prior"):
+        balanced_softmax(logits, labels)
+
+
+def test_lt_epoch_composition_tops_up_the_tail():
+    real = pd.DataFrame({"sample_id": [f"s{i}" for i in range(1000)], "source_path": "x", "label": [0] * 900 + [1] * 100})
+    syn = pd.DataFrame({"synthetic_id": [f"y{i}" for i in range(300)], "sample_id": "t", "path": "p", "label": 1,
+                        "level": [10] * 150 + [30] * 150})
+    compose = lt_epoch_composer(real, syn, tail_labels={1}, subset_frac=0.3, tail_share=0.136)
+    items = compose(0, 10, np.random.default_rng(0))
+    head = items[items["label"] == 0]
+    assert len(head) == 270 and head["sample_id"].is_unique  # a fresh 30% subset
+    tail = items[items["label"] == 1]
+    assert (tail["source"] == "real").sum() == 100
+    assert set(tail.loc[tail["source"] == "synthetic", "level"]) <= {10}
+    assert abs(len(tail) / len(items) - 0.136) < 0.005 or (tail["source"] == "synthetic").sum() == 0
+    other = compose(1, 10, np.random.default_rng(1))
+    assert set(other.loc[other["label"] == 0, "sample_id"]) != set(head["sample_id"])
+
+
+def test_lt_training_run_with_balanced_softmax(tmp_path):
+    lst = make_fake_imagenet_lt(tmp_path / "lt", {0: 120, 1: 60, 2: 4})
+    table = load_imagenet_lt(lst, data_root=tmp_path / "lt")
+    table["split"] = ["train" if i % 5 else ("val" if i % 10 == 0 else "test") for i in range(len(table))]
+    table.drop(columns="source_path").to_parquet(tmp_path / "lt.parquet")
+    tail = load_real(tmp_path / "lt.parquet", tmp_path / "lt")
+    manifest = make_synthetic_manifest(tmp_path / "syn", tail[tail["label"] == 2], strengths=(0.9, 0.7, 0.5), seeds=(1, 2, 3))
+    run = tmp_path / "run"
+    argv = ["--data_table", str(tmp_path / "lt.parquet"), "--data_root", str(tmp_path / "lt"), "--syn_manifest",
+            str(manifest), "--arch", "resnet10t", "--img_size", "32", "--loss", "balanced_softmax", "--run_dir", str(run),
+            "--epochs", "3", "--curriculum", "--curriculum_epoch", "2", "--levels", "10", "30", "--batch_size", "16",
+            "--num_workers", "0", "--device", "cpu", "--tail_max_count", "19"]
+    assert train_lt.main(argv) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["level"].tolist() == [10, 30, 100]
+    for split in ("val", "test"):
+        for k in ("overall_acc", "many_acc", "medium_acc", "few_acc"):
+            assert f"imagenet_lt/{split}/{k}" in metrics
+    assert metrics["imagenet_lt/val/overall_acc"].between(0, 1).all()
+    assert np.isfinite(metrics["train_loss"]).all()
+    assert metrics["n_synthetic"].iloc[0] > 0 and metrics["n_synthetic"].iloc[-1] == 0
+    best = json.loads((run / "checkpoints" / "last" / "state.json").read_text())["extra"]["best"]
+    assert best["metric"] == "imagenet_lt/val/overall_acc"  # selected on val, never on test
+    assert train_lt.main(argv[:-1] + ["7", "--levels", "99"]) == 2  # a level with no images: clear error
+
+
+def test_checkpoint_round_trip_restores_optimizer(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    for _ in range(3):
+        model(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        sched.step()
+    save_checkpoint(tmp_path / "ck", model, opt, sched, {"epoch": 3})
+    m2 = torch.nn.Linear(3, 2)
+    o2 = torch.optim.AdamW(m2.parameters(), lr=0.1)
+    s2 = torch.optim.lr_scheduler.LambdaLR(o2, lambda s: 0.5 ** s)
+    assert load_checkpoint(tmp_path / "ck", m2, o2, s2) == {"epoch": 3}
+    torch.testing.assert_close(m2.weight, model.weight)
+    a, b = opt.state_dict(), o2.state_dict()
+    for pid in a["state"]:
+        for k, v in a["state"][pid].items():
+            torch.testing.assert_close(torch.as_tensor(b["state"][pid][k]), torch.as_tensor(v))
+    assert s2.get_last_lr() == sched.get_last_lr()
+    assert not any(p.name.endswith(".pkl") or p.suffix in {".pt", ".pth", ".bin"} for p in (tmp_path / "ck").iterdir())

@@ -1,0 +1,103 @@
+"""Long-tail classifier training (ImageNet-LT): a timm/torchvision architecture with cross-entropy or balanced
+softmax, and the reference's epoch composition."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from curriculum.guidance import ALL_LEVELS, REAL_LEVEL
+
+from .data import real_items, synthetic_items
+from .losses import LOSSES, log_class_prior
+from .metrics import shot_accuracies
+
+
+def build_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None):
+    """Return (timm model, train transform, eval transform); `weights` is a safetensors/state-dict file.
+
+    The classifier layer is re-initialised for `num_classes` when the checkpoint's head does not fit.
+    """
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    if weights:
+        if str(weights).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(weights)
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+        prefix = model.pretrained_cfg.get("classifier", "fc") + "."
+        own = model.state_dict()
+        # a head trained for another number of classes is dropped and re-initialised
+        state = {k: v for k, v in state.items() if not (k.startswith(prefix) and k in own and v.shape != own[k].shape)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        body_missing = [k for k in missing if not k.startswith(prefix)]
+        if unexpected or body_missing:
+            raise ValueError(f"{weights}: does not fit {arch} (missing {body_missing[:5]}, unexpected {unexpected[:5]})")
+    cfg = resolve_data_config({}, model=model)
+    if img_size:
+        cfg["input_size"] = (3, img_size, img_size)
+        cfg["crop_pct"] = 1.0
+    return model, create_transform(**cfg, is_training=True), create_transform(**cfg)
+
+
+class ClassifierTask:
+    """Cross-entropy or balanced-softmax training of a classifier; shot-group accuracies for evaluation."""
+
+    def __init__(self, model, train_transform, eval_transform, train_counts: dict[int, int], num_classes: int,
+                 loss: str = "ce", name: str = "imagenet_lt"):
+        self.model, self.train_transform, self.eval_transform = model, train_transform, eval_transform
+        self.loss_fn = LOSSES.get(loss)
+        counts = torch.zeros(num_classes)
+        for c, n in train_counts.items():
+            counts[int(c)] = n
+        self.log_prior = log_class_prior(counts)
+        self.train_counts = dict(train_counts)
+        self.name = name
+
+    def training_loss(self, model, images, labels):
+        """Return the configured loss on the model's logits (balanced softmax adds log p(y) here only)."""
+        return self.loss_fn(model(images), labels, self.log_prior)
+
+    def prepare_eval(self, model) -> None:
+        """Nothing to prepare: test-time logits are the plain logits."""
+
+    def class_logits(self, model, images):
+        """Return the plain logits."""
+        return model(images)
+
+    def split_metrics(self, split: str, y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+        """Return `{name}/{split}/overall_acc`, `many_acc`, `medium_acc`, `few_acc`."""
+        return {f"{self.name}/{split}/{k}": v for k, v in shot_accuracies(y_pred, y_true, self.train_counts).items()}
+
+
+def lt_epoch_composer(real: pd.DataFrame, synthetic: pd.DataFrame, tail_labels: set[int], subset_frac: float = 0.3,
+                      tail_share: float = 0.136) -> Callable:
+    """Return the reference ImageNet-LT epoch composition as a `compose(epoch, level, rng)` function.
+
+    Each epoch: a fresh `subset_frac` subset of the non-tail real images, all real tail images, topped up with
+    tail synthetic images of the current level until the tail is `tail_share` of the epoch; after the
+    curriculum (level 100) the real tail images are up-sampled to that share instead.
+    """
+    items = real_items(real)
+    is_tail = items["label"].isin(tail_labels).to_numpy()
+    head, tail = items[~is_tail], items[is_tail]
+    syn = synthetic[synthetic["label"].isin(tail_labels)]
+
+    def compose(epoch: int, level: int, rng: np.random.Generator) -> pd.DataFrame:
+        head_part = head.iloc[np.sort(rng.choice(len(head), size=int(round(subset_frac * len(head))), replace=False))]
+        want_tail = int(round(tail_share / (1 - tail_share) * len(head_part)))
+        extra_n = max(0, want_tail - len(tail))
+        pool = synthetic_items(syn, level) if level not in (REAL_LEVEL,) else tail
+        if level == ALL_LEVELS:
+            pool = synthetic_items(syn, ALL_LEVELS)
+        extra = pool.iloc[rng.choice(len(pool), size=extra_n, replace=len(pool) < extra_n)] if extra_n and len(pool) else pool.iloc[:0]
+        return pd.concat([head_part, tail, extra], ignore_index=True)
+
+    return compose

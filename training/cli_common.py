@@ -1,0 +1,56 @@
+"""Flags shared by the Phase 2 training scripts (DisCL's switch names where they exist)."""
+from __future__ import annotations
+
+import argparse
+
+from .engine import TrainConfig
+
+
+def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """Add the data, curriculum and run flags shared by finetune_flyp.py and train_lt.py."""
+    d = p.add_argument_group("data")
+    d.add_argument("--data_table", required=True, help="sample table (CSV/Parquet) with a `split` column and optionally `hard`")
+    d.add_argument("--data_root", default=None, help="root for the table's relative filepaths (default: cwd)")
+    d.add_argument("--syn_manifest", default=None, help="synthetic manifest (the scored one: rows with keep=False are dropped)")
+    d.add_argument("--syn_root", default=None, help="folder the manifest's paths are relative to (default: from its metadata)")
+    d.add_argument("--train_split", default="train")
+    d.add_argument("--eval_splits", nargs="+", default=defaults["eval_splits"])
+    c = p.add_argument_group("curriculum")
+    c.add_argument("--curriculum", action="store_true", help="train with synthetic data and a guidance schedule")
+    c.add_argument("--curriculum_epoch", type=float, default=defaults["curriculum_epoch"], help="epochs of curriculum; then real only")
+    c.add_argument("--progress_guid", action="store_true", help="adaptive schedule from validation progress (else fixed order)")
+    c.add_argument("--random_guid", action="store_true", help="adaptive schedule that picks levels at random (ablation)")
+    c.add_argument("--uniform_set", action="store_true", help="start from a uniform mix of all levels")
+    c.add_argument("--levels", type=int, nargs="+", default=defaults.get("levels"),
+                   help="guidance levels (image guidance %% = 100 - 100*strength), synthetic to real order for the fixed schedule")
+    c.add_argument("--min_level", type=int, default=defaults.get("min_level", 0), help="ignore synthetic levels below this")
+    c.add_argument("--curriculum_val_size", type=int, default=2000, help="source images held out to measure level progress")
+    r = p.add_argument_group("run")
+    r.add_argument("--run_dir", required=True)
+    r.add_argument("--epochs", type=int, default=defaults["epochs"])
+    r.add_argument("--batch_size", type=int, default=defaults["batch_size"])
+    r.add_argument("--lr", type=float, default=defaults["lr"])
+    r.add_argument("--wd", type=float, default=defaults["wd"])
+    r.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 500))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default=None)
+    r.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    r.add_argument("--num_workers", type=int, default=4)
+    r.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    r.add_argument("--log_dynamics", action="store_true", help="log per-sample true-class probability per epoch")
+    r.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last")
+    r.add_argument("--epochs_per_invocation", type=int, default=None, help="stop after this many epochs (job time limits); --resume continues")
+
+
+def train_config(args, levels: list[int], optimizer: str, select_metric: str) -> TrainConfig:
+    """Return the TrainConfig the parsed flags describe."""
+    return TrainConfig(
+        run_dir=args.run_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
+        optimizer=optimizer, warmup_steps=args.warmup_steps, curriculum=args.curriculum and bool(levels),
+        curriculum_epoch=args.curriculum_epoch, schedule="adaptive" if (args.progress_guid or args.random_guid) else "fixed",
+        levels=tuple(levels), uniform_set=args.uniform_set, random_guid=args.random_guid,
+        curriculum_val_size=args.curriculum_val_size, seed=args.seed, device=args.device,
+        mixed_precision=args.mixed_precision, num_workers=args.num_workers, max_steps_per_epoch=args.max_steps_per_epoch,
+        select_metric=select_metric, log_dynamics=args.log_dynamics, resume=args.resume,
+        epochs_per_invocation=args.epochs_per_invocation,
+    )

@@ -1,0 +1,269 @@
+"""One accelerate training loop for every Phase 2 trainer; it asks the guidance schedule for the level.
+
+Per epoch: the schedule gives the level; the task composes the epoch's items (real + that level's
+synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). Then,
+during the curriculum, an adaptive schedule is fed the per-level progress on the curriculum-validation split;
+the model is evaluated on the evaluation splits, metrics appended to `metrics.csv`, a checkpoint written
+(safetensors + JSON) and the schedule followed appended to `schedule.csv`. `resume=True` continues from the
+last checkpoint and follows the same schedule as an uninterrupted run (every random choice is seeded by
+(seed, epoch)).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, AdaptiveSchedule, FixedSchedule, level_progress
+from curriculum.tables import write_csv, write_json, write_parquet
+
+from .checkpoint import load_checkpoint, save_checkpoint, save_model_weights
+from .data import ItemDataset, stage_items
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the resolved config is written to the run folder)."""
+
+    run_dir: str
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-5
+    weight_decay: float = 0.2
+    optimizer: str = "adamw"
+    warmup_steps: int = 500
+    curriculum: bool = True
+    curriculum_epoch: float = 15
+    schedule: str = "adaptive"  # or "fixed"
+    levels: tuple[int, ...] = (50, 60, 70, 80, 90)
+    uniform_set: bool = False
+    random_guid: bool = False
+    curriculum_val_size: int = 2000
+    seed: int = 0
+    device: str | None = None
+    mixed_precision: str = "no"
+    num_workers: int = 0
+    max_steps_per_epoch: int | None = None
+    select_metric: str | None = None
+    select_mode: str = "max"
+    log_dynamics: bool = False
+    eval_batch_size: int = 256
+    resume: bool = False
+    #: stop after this many epochs in this invocation (a cluster job's time limit); resume continues
+    epochs_per_invocation: int | None = None
+
+    def make_schedule(self):
+        """Return the guidance schedule this config asks for (None without a curriculum)."""
+        if not self.curriculum:
+            return None
+        if self.schedule == "fixed":
+            return FixedSchedule(levels=list(self.levels), curriculum_epochs=self.curriculum_epoch)
+        if self.schedule == "adaptive":
+            return AdaptiveSchedule(levels=list(self.levels), curriculum_epochs=self.curriculum_epoch,
+                                    uniform_first=self.uniform_set, random_choice=self.random_guid, seed=self.seed)
+        raise ValueError(f"--schedule must be 'fixed' or 'adaptive', got {self.schedule!r}")
+
+
+class Task(Protocol):
+    """What a trainer plugs into the loop."""
+
+    name: str
+    model: torch.nn.Module
+    train_transform: Callable
+    eval_transform: Callable
+
+    def training_loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def class_logits(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor: ...
+
+    def prepare_eval(self, model: torch.nn.Module) -> None: ...
+
+    def split_metrics(self, split: str, y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]: ...
+
+
+@dataclass
+class RunData:
+    """What a run trains and evaluates on (all item tables: see training.data.ITEM_COLUMNS)."""
+
+    real: pd.DataFrame
+    synthetic: pd.DataFrame
+    eval_splits: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    curriculum_val: pd.DataFrame | None = None
+    #: optional: (epoch, level, rng) -> the epoch's items; default: every real sample + the level's synthetic
+    compose: Callable | None = None
+    #: optional: (global step) -> probability vector over `real` rows for the prototype-weighted draw
+    real_weights: Callable[[int], np.ndarray | None] | None = None
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+@torch.no_grad()
+def predict(task: Task, model: torch.nn.Module, items: pd.DataFrame, batch_size: int, device, num_workers: int = 0
+            ) -> np.ndarray:
+    """Return softmax class probabilities of `model` on `items` (N x C, float64)."""
+    model.eval()
+    task.prepare_eval(model)
+    loader = torch.utils.data.DataLoader(ItemDataset(items, task.eval_transform), batch_size=batch_size,
+                                         num_workers=num_workers)
+    out = [torch.softmax(task.class_logits(model, x.to(device)).double(), dim=1).cpu() for x, _, _ in loader]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def _items_for_epoch(data: RunData, level: int, epoch: int, seed: int, global_step: int) -> pd.DataFrame:
+    rng = np.random.default_rng([seed, epoch])
+    if data.compose is not None:
+        items = data.compose(epoch, level, rng)
+    else:
+        items = stage_items(data.real, data.synthetic, level)
+    if data.real_weights is not None:
+        p = data.real_weights(global_step)
+        if p is not None:
+            from curriculum.samplers import draw_indices  # the curriculum package's one sampler implementation
+
+            real_mask = (items["source"] == "real").to_numpy()
+            real_part = items[real_mask].reset_index(drop=True)
+            idx = draw_indices(p, len(real_part), rng)
+            items = pd.concat([real_part.iloc[idx], items[~real_mask]], ignore_index=True)
+    return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
+
+
+def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
+    """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}."""
+    from accelerate import Accelerator
+
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    torch.manual_seed(cfg.seed)
+    write_json({"config": asdict(cfg), "task": task.name}, run / "config.json")
+
+    model = task.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
+    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_real = len(data.real)
+    steps_per_epoch = math.ceil(max(n_real, 1) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    schedule = cfg.make_schedule()
+
+    start_epoch, global_step, best = 0, 0, None
+    ckpt = run / "checkpoints" / "last"
+    metrics_rows: list[dict] = []
+    schedule_rows: list[dict] = []
+    if cfg.resume and ckpt.is_dir():
+        extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+        start_epoch, global_step, best = extra["epoch"] + 1, extra["global_step"], extra.get("best")
+        if isinstance(schedule, AdaptiveSchedule):
+            schedule.load_state_dict(extra["schedule"])
+        metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
+        schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
+    prev_val_probs = None
+    if isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val):
+        prev_val_probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator.device)
+
+    last_epoch = cfg.epochs if cfg.epochs_per_invocation is None else min(cfg.epochs, start_epoch + cfg.epochs_per_invocation)
+    for epoch in range(start_epoch, last_epoch):
+        t0 = time.perf_counter()
+        if hasattr(task, "set_epoch"):
+            task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
+        level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
+        items = _items_for_epoch(data, level, epoch, cfg.seed, global_step)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(ItemDataset(items, task.train_transform), batch_size=cfg.batch_size,
+                                             shuffle=False, drop_last=False, num_workers=cfg.num_workers, generator=gen)
+        loader = accelerator.prepare(loader)
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {epoch} level {level}", leave=False, unit="batch")
+        for i, (x, y, _) in enumerate(bar):
+            if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
+                break
+            with accelerator.autocast():
+                loss = task.training_loss(model, x, y)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            global_step += 1
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        row = {"epoch": epoch, "step": global_step, "level": level, "n_items": len(items),
+               "n_synthetic": int((items["source"] == "synthetic").sum()), "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "lr": scheduler.get_last_lr()[0]}
+        sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
+        unwrapped = accelerator.unwrap_model(model)
+        if isinstance(schedule, AdaptiveSchedule) and prev_val_probs is not None and epoch + 1 < cfg.curriculum_epoch:
+            cur = _true_probs(task, unwrapped, data.curriculum_val, cfg, accelerator.device)
+            progress = level_progress(prev_val_probs, cur, data.curriculum_val["level"].to_numpy())
+            nxt = schedule.choose(progress, epoch=epoch + 1, step=global_step)
+            prev_val_probs = cur
+            sched_row["progress"] = json.dumps({str(k): round(v, 6) for k, v in progress.items()})
+            sched_row["next_level"] = nxt
+        for split, split_items in data.eval_splits.items():
+            probs = predict(task, unwrapped, split_items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
+            for k, v in task.split_metrics(split, probs.argmax(axis=1), split_items["label"].to_numpy()).items():
+                row[k] = v
+        if cfg.log_dynamics:
+            _log_dynamics(task, unwrapped, data.real, cfg, accelerator.device, epoch, run)
+        row["seconds"] = time.perf_counter() - t0
+        metrics_rows.append(row)
+        schedule_rows.append(sched_row)
+        write_csv(pd.DataFrame(metrics_rows), run / "metrics.csv")
+        write_csv(pd.DataFrame(schedule_rows), run / "schedule.csv")
+        if cfg.select_metric and cfg.select_metric in row:
+            val = row[cfg.select_metric]
+            better = best is None or (val > best["value"] if cfg.select_mode == "max" else val < best["value"])
+            if better:
+                best = {"epoch": epoch, "metric": cfg.select_metric, "value": val}
+                save_model_weights(run / "best_model.safetensors", unwrapped, {"epoch": epoch, cfg.select_metric: val})
+        extra = {"epoch": epoch, "global_step": global_step, "best": best,
+                 "schedule": schedule.state_dict() if isinstance(schedule, AdaptiveSchedule) else None}
+        save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra)
+    if last_epoch < cfg.epochs:
+        return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": False}
+    save_model_weights(run / "final_model.safetensors", accelerator.unwrap_model(model))
+    if isinstance(schedule, AdaptiveSchedule):
+        write_json(schedule.state_dict(), run / "adaptive_schedule.json")
+    return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
+
+
+def _true_probs(task: Task, model, items: pd.DataFrame, cfg: TrainConfig, device) -> np.ndarray:
+    probs = predict(task, model, items, cfg.eval_batch_size, device, cfg.num_workers)
+    return probs[np.arange(len(items)), items["label"].to_numpy()]
+
+
+def _log_dynamics(task: Task, model, real: pd.DataFrame, cfg: TrainConfig, device, epoch: int, run: Path) -> None:
+    """Append per-sample true-class probability and correctness of the real training data to dynamics.parquet."""
+    from .data import real_items
+
+    items = real_items(real)
+    probs = predict(task, model, items, cfg.eval_batch_size, device, cfg.num_workers)
+    labels = items["label"].to_numpy()
+    frame = pd.DataFrame({"epoch": epoch, "sample_id": items["sample_id"].to_numpy(),
+                          "true_prob": probs[np.arange(len(items)), labels], "correct": probs.argmax(axis=1) == labels})
+    path = run / "dynamics.parquet"
+    if path.exists():
+        old = pd.read_parquet(path)
+        frame = pd.concat([old[old["epoch"] != epoch], frame], ignore_index=True)
+    write_parquet(frame, path, {"columns": "per-epoch true-class probability and correctness of real training samples"})

@@ -1,0 +1,41 @@
+"""Assemble RunData from Phase 1 files for a trainer (shared by the FLYP and long-tail scripts)."""
+from __future__ import annotations
+
+from curriculum.guidance import REAL_LEVEL
+
+from .data import curriculum_validation_split, load_real, load_synthetic, real_items
+from .engine import RunData
+
+
+def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
+    """Return (RunData, the synthetic levels to schedule) from the parsed flags of a training script."""
+    real = load_real(args.data_table, args.data_root, split=args.train_split)
+    from curriculum.tables import read_sample_table
+
+    table = read_sample_table(args.data_table, args.data_root)
+    eval_splits = {}
+    for split in args.eval_splits:
+        if "split" not in table.columns:
+            raise ValueError(f"{args.data_table}: --eval_splits needs a `split` column")
+        rows = table[table["split"].astype(str) == split]
+        if rows.empty:
+            raise ValueError(f"{args.data_table}: no rows with split == {split!r} (--eval_splits)")
+        eval_splits[split] = real_items(rows)
+    synthetic = real.iloc[:0]
+    levels: list[int] = []
+    cval = None
+    if args.syn_manifest:
+        synthetic = load_synthetic(args.syn_manifest, args.syn_root, known_labels=table["label"].unique(),
+                                   min_level=args.min_level)
+        available = sorted(int(v) for v in synthetic["level"].unique() if v < REAL_LEVEL)
+        levels = [lv for lv in (args.levels or available) if lv in available]
+        missing = sorted(set(args.levels or []) - set(available))
+        if missing:
+            raise ValueError(f"--levels {missing} have no (kept) synthetic images in {args.syn_manifest}; available: {available}")
+        if adaptive and levels:
+            synthetic, cval = curriculum_validation_split(synthetic, levels, args.curriculum_val_size, seed=args.seed)
+            if cval.empty:
+                raise ValueError("the adaptive schedule needs source images that have every level (curriculum validation); none found")
+            cval = cval.assign(item_id="cval:" + cval["synthetic_id"], source="synthetic")[
+                ["item_id", "sample_id", "path", "label", "level", "source"]]
+    return RunData(real=real, synthetic=synthetic, eval_splits=eval_splits, curriculum_val=cval), levels
