@@ -127,3 +127,35 @@ def test_hard_csv_round_trips_into_gene_img_reader(tmp_path, layout):
     meta = read_parquet_metadata(res.scores_parquet)
     assert meta["rule_text"] == "bottom 0.2 of true_prob" and meta["n_hard"] == 8
     assert res.summary["hard"].sum() == 8 and res.summary["total"].sum() == 40
+
+
+def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
+    """End to end: ImageNet-LT's reference rule (few-shot classes) and a checkpoint scorer on a folder."""
+    from safetensors.torch import save_file
+    import timm
+
+    from data_generation import mine_hard
+
+    lst = make_fake_imagenet_lt(tmp_path / "lt", {0: 25, 1: 3, 2: 2})
+    out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "imagenet_lt", "--data", str(lst), "--data_root", str(tmp_path / "lt"),
+                           "--scorers", "random", "--tail_only", "--tail_max_count", "19",
+                           "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    hard = read_sample_table(out_csv, data_root=tmp_path / "lt")
+    assert hard.attrs["layout"] == "imagenet_lt" and sorted(hard["label"].unique()) == [1, 2] and len(hard) == 5
+    assert all(__import__("pathlib").Path(p).is_file() for p in hard["source_path"])
+    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 samples"
+
+    make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
+    weights = tmp_path / "clf.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=2).state_dict(), str(weights))
+    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "checkpoint", "random",
+                           "--classifier_arch", "resnet10t", "--classifier_weights", str(weights), "--bottom_q",
+                           "true_prob=0.25", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    full = pd.read_parquet(out_pq)
+    assert {"true_prob", "loss", "margin", "correct", "random", "ensemble", "hard"} <= set(full.columns)
+    assert full["hard"].sum() == 2
+    assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
+    np.testing.assert_allclose(full["loss"], -np.log(full["true_prob"]), rtol=1e-6)
+    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "random",
+                           "--bottom_q", "true_prob", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 2

@@ -1,0 +1,49 @@
+"""make_table.py: write a dataset's sample table (every split) to CSV/Parquet, the file Phase 2 reads.
+
+    python data_generation/make_table.py --dataset iwildcam --data data/ --out iwildcam.parquet
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+if __package__ in (None, ""):
+    import _bootstrap  # type: ignore[import-not-found]
+
+    _bootstrap.ensure_importable()
+
+from curriculum.tables import write_csv, write_parquet  # noqa: E402
+from data_generation.datasets import DATASETS  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the table; return the exit code."""
+    p = argparse.ArgumentParser(prog="make_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=DATASETS.names())
+    p.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
+    p.add_argument("--data_root", default=None)
+    p.add_argument("--train_list", default=None)
+    p.add_argument("--out", required=True, help=".parquet or .csv")
+    args = p.parse_args(argv)
+    loader = DATASETS.get(args.dataset)
+    try:
+        if args.dataset == "folder":
+            df = loader(args.data)
+        elif args.dataset == "iwildcam":
+            df = loader(args.data)
+        elif args.dataset == "imagenet_lt":
+            df = loader(args.data, args.data_root, train_list=args.train_list)
+        else:
+            df = loader(args.data, args.data_root)
+    except (ValueError, OSError) as err:
+        print(f"make_table: error: {err}", file=sys.stderr)
+        return 2
+    out = df.drop(columns=["source_path"])
+    meta = {"dataset": args.dataset, "data_root": df.attrs.get("data_root"), "layout": df.attrs.get("layout")}
+    (write_parquet(out, args.out, meta) if args.out.endswith(".parquet") else write_csv(out, args.out))
+    print(f"{args.out}: {len(out)} samples; relative paths resolve against --data_root {df.attrs.get('data_root')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
