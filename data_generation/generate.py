@@ -193,7 +193,20 @@ def run_generation(
     for folder in {(out / p).parent for p in plan["path"]}:
         for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
             stale.unlink(missing_ok=True)
-    done_mask = [is_readable_image(out / p) for p in plan["path"]]
+    # Rows an earlier run recorded in this shard's manifest were written atomically: their existence is
+    # enough. Any other file (written after the last manifest flush, or by another tool) must decode fully.
+    # This keeps a resume over hundreds of thousands of images from decoding each of them again.
+    recorded: set[str] = set()
+    previous = out / manifest_name(part, total)
+    if previous.is_file():
+        try:
+            recorded = set(pd.read_parquet(previous, columns=["synthetic_id"])["synthetic_id"])
+        except Exception as err:  # an unreadable manifest only costs the fast path
+            log.warning("%s: cannot read the previous manifest (%s); checking every image", previous, err)
+    done_mask = [
+        (out / p).is_file() if sid in recorded else is_readable_image(out / p)
+        for sid, p in zip(plan["synthetic_id"], plan["path"])
+    ]
     plan["done"] = done_mask
     summary.skipped_done = int(sum(done_mask))
     records: dict[str, dict] = {}

@@ -115,6 +115,9 @@ def test_run_writes_discl_layout_and_manifest_then_resumes(tmp_path, tiny_sdxl_d
     assert (again.generated, again.skipped_done, again.failed) == (0, n, 0)
     assert {p: (tmp_path / "out" / p).stat().st_mtime_ns for p in manifest["path"]} == before
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "manifest-part1-of-1.parquet"), manifest)
+    (tmp_path / "out" / manifest["path"].iloc[3]).unlink()  # a recorded image that went missing is made again
+    third = run_generation(cfg)
+    assert (third.generated, third.skipped_done) == (1, n - 1)
 
 
 def test_same_images_in_any_shard_layout_and_batch_size(tmp_path, tiny_sd_dir):
