@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         base = {name: rate for name, _, rate in results}
         ref = base.get("naive loop (reference)")
         ceiling = base["direct batched diffusers"]
-        print(f"| method | seconds | images/s | vs naive | vs direct batched |")
-        print(f"|---|---:|---:|---:|---:|")
+        print("| method | seconds | images/s | vs naive | vs direct batched |")
+        print("|---|---:|---:|---:|---:|")
         for name, dt, rate in results:
             vs_naive = f"{rate / ref:.2f}x" if ref else "-"
             print(f"| {name} | {dt:.1f} | {rate:.2f} | {vs_naive} | {rate / ceiling:.2f}x |")

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from curriculum.registry import Registry
+from curriculum.weights_io import create_timm_classifier
 
 from .images import load_rgb
 
@@ -154,29 +155,12 @@ def zero_shot_probs(embedder: ImageTextEmbedder, table: pd.DataFrame, class_prom
 
 
 def load_checkpoint_classifier(arch: str, weights: str | None, num_classes: int) -> tuple[torch.nn.Module, Callable]:
-    """Return (timm model `arch` with `num_classes` outputs and the weights file loaded, its eval transform).
+    """Return (timm model `arch` with `num_classes` outputs and `weights` loaded, its eval transform).
 
-    Weights: a safetensors file or a torch state dict (`torch.load(weights_only=True)`, never unpickling
-    objects). No weights means random initialisation (tests).
+    Weights: safetensors or a torch state dict, read without unpickling objects; none = random (tests).
     """
-    import timm
-    from timm.data import create_transform, resolve_data_config
-
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    if weights:
-        if str(weights).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(weights)
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: does not fit {arch} with {num_classes} classes "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    transform = create_transform(**resolve_data_config({}, model=model))
-    return model.eval(), transform
+    model, _, eval_transform = create_timm_classifier(arch, num_classes, weights)
+    return model, eval_transform
 
 
 def checkpoint_probs(model: torch.nn.Module, transform: Callable, table: pd.DataFrame, batch_size: int = 64,

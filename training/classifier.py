@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from curriculum.guidance import ALL_LEVELS, REAL_LEVEL
+from curriculum.weights_io import create_timm_classifier
 
 from .data import real_items, synthetic_items
 from .losses import LOSSES, log_class_prior
@@ -16,35 +17,8 @@ from .metrics import shot_accuracies
 
 
 def build_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None):
-    """Return (timm model, train transform, eval transform); `weights` is a safetensors/state-dict file.
-
-    The classifier layer is re-initialised for `num_classes` when the checkpoint's head does not fit.
-    """
-    import timm
-    from timm.data import create_transform, resolve_data_config
-
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    if weights:
-        if str(weights).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(weights)
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-        prefix = model.pretrained_cfg.get("classifier", "fc") + "."
-        own = model.state_dict()
-        # a head trained for another number of classes is dropped and re-initialised
-        state = {k: v for k, v in state.items() if not (k.startswith(prefix) and k in own and v.shape != own[k].shape)}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        body_missing = [k for k in missing if not k.startswith(prefix)]
-        if unexpected or body_missing:
-            raise ValueError(f"{weights}: does not fit {arch} (missing {body_missing[:5]}, unexpected {unexpected[:5]})")
-    cfg = resolve_data_config({}, model=model)
-    if img_size:
-        cfg["input_size"] = (3, img_size, img_size)
-        cfg["crop_pct"] = 1.0
-    return model, create_transform(**cfg, is_training=True), create_transform(**cfg)
+    """Return (timm model, train transform, eval transform); see curriculum.weights_io.create_timm_classifier."""
+    return create_timm_classifier(arch, num_classes, weights, img_size)
 
 
 class ClassifierTask:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, AdaptiveSchedule, FixedSchedule, level_progress
+from curriculum.guidance import REAL_LEVEL, AdaptiveSchedule, FixedSchedule, level_progress
 from curriculum.tables import write_csv, write_json, write_parquet
 
 from .checkpoint import load_checkpoint, save_checkpoint, save_model_weights

@@ -3,7 +3,6 @@ evaluation with a zero-shot head built from the same templates (Goyal et al., 20
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
