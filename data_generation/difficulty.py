@@ -1,6 +1,6 @@
 """Per-sample difficulty scores, each a column keyed by `sample_id` (never by row position).
 
-Scorers (registry `SCORERS`, chosen by name in mine_hard.py):
+Scorers (registry `DIFFICULTY_SCORERS`, chosen by name in mine_hard.py):
 
 * classifier-based (`zero_shot_clip`, `checkpoint`): from class probabilities p (N x C) and labels y,
   `true_prob` = p[y], `loss` = -log p[y], `margin` = p[y] - max_{c != y} p[c], `correct` = argmax p == y;
@@ -23,7 +23,7 @@ from curriculum.weights_io import create_timm_classifier
 
 from .images import load_rgb
 
-SCORERS: Registry = Registry("difficulty scorer")
+DIFFICULTY_SCORERS: Registry = Registry("difficulty scorer")
 
 #: for each score column, whether a larger value means harder (used by rank normalisation and rules)
 HARDER_IF_LARGER = {"true_prob": False, "loss": True, "margin": False, "correct": False,

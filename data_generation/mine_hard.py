@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.datasets import DATASETS  # noqa: E402
-from data_generation.difficulty import SCORERS  # noqa: E402
+from data_generation.difficulty import DIFFICULTY_SCORERS  # noqa: E402
 from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
 from data_generation.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", default="train", help="which split to mine (default train; '' for all rows)")
     d.add_argument("--class_names", default=None, help="label -> name CSV for prompts (default: the table's names)")
     s = p.add_argument_group("scorers")
-    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=SCORERS.names())
+    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=DIFFICULTY_SCORERS.names())
     s.add_argument("--templates", default=None, help="prompt template set (default: iwildcam for iWildCam, imagenet otherwise)")
     s.add_argument("--clip_backend", default="open_clip", choices=["open_clip", "transformers"])
     s.add_argument("--clip_model", default="ViT-B-32")

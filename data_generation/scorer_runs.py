@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .difficulty import (
-    SCORERS, checkpoint_probs, classifier_scores, load_checkpoint_classifier, predefined_scores, random_scores,
+    DIFFICULTY_SCORERS, checkpoint_probs, classifier_scores, load_checkpoint_classifier, predefined_scores, random_scores,
     zero_shot_probs,
 )
 
@@ -39,7 +39,7 @@ def _ids(table: pd.DataFrame) -> list[str]:
     return table["sample_id"].tolist()
 
 
-@SCORERS.register("checkpoint")
+@DIFFICULTY_SCORERS.register("checkpoint")
 def score_checkpoint(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     """Return classifier scores from a timm architecture + weights file."""
     if not opts.classifier_arch:
@@ -49,7 +49,7 @@ def score_checkpoint(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     return classifier_scores(probs, table["label"].to_numpy(), index=_ids(table))
 
 
-@SCORERS.register("zero_shot_clip")
+@DIFFICULTY_SCORERS.register("zero_shot_clip")
 def score_zero_shot_clip(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     """Return classifier scores from a zero-shot CLIP classifier (class prompts from the templates)."""
     from .scorers import load_scorer
@@ -60,7 +60,7 @@ def score_zero_shot_clip(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFra
     return classifier_scores(probs, table["label"].to_numpy(), index=_ids(table))
 
 
-@SCORERS.register("prototype")
+@DIFFICULTY_SCORERS.register("prototype")
 def score_prototype(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     """Return `prototype_distance`: the distance of each embedding to its k-means centroid (curriculum.prototypes)."""
     from .prototype_scores import prototype_distance_scores
@@ -68,7 +68,7 @@ def score_prototype(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     return prototype_distance_scores(table, opts)
 
 
-@SCORERS.register("predefined")
+@DIFFICULTY_SCORERS.register("predefined")
 def score_predefined(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     """Return the user's column (`--predefined_column`) as a score."""
     if not opts.predefined_column:
@@ -76,7 +76,7 @@ def score_predefined(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     return predefined_scores(table, opts.predefined_column)
 
 
-@SCORERS.register("random")
+@DIFFICULTY_SCORERS.register("random")
 def score_random(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     """Return a seeded random score (a baseline)."""
     return random_scores(_ids(table), seed=opts.seed)
@@ -86,7 +86,7 @@ def run_scorers(names: list[str], table: pd.DataFrame, opts: ScorerOptions) -> l
     """Return the score frames of the named scorers (keyed by sample_id), in order."""
     frames = []
     for name in names:
-        frame = SCORERS.get(name)(table, opts)
+        frame = DIFFICULTY_SCORERS.get(name)(table, opts)
         clash = [c for c in frame.columns if any(c in f.columns for f in frames)]
         if clash:
             frame = frame.rename(columns={c: f"{name}_{c}" for c in clash})
