@@ -28,6 +28,8 @@ DIFFICULTY_SCORERS: Registry = Registry("difficulty scorer")
 #: for each score column, whether a larger value means harder (used by rank normalisation and rules)
 HARDER_IF_LARGER = {"true_prob": False, "loss": True, "margin": False, "correct": False,
                     "prototype_distance": True, "random": True}
+#: columns scorers write that are not difficulties (kept in the outputs, never ranked or correlated)
+NON_SCORE_COLUMNS = {"prototype_cluster"}
 
 
 # --------------------------------------------------------------------------------------------------------

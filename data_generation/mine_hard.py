@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.datasets import DATASETS  # noqa: E402
-from data_generation.difficulty import DIFFICULTY_SCORERS  # noqa: E402
+from data_generation.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS  # noqa: E402
 from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
 from data_generation.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
-    config["score_columns"] = [c for f in frames for c in f.columns]
+    config["score_columns"] = [c for f in frames for c in f.columns if c not in NON_SCORE_COLUMNS]
     res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
     write_csv(res.summary, summary_path)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from curriculum.tables import to_discl_layout, write_csv, write_parquet
 
-from .difficulty import HARDER_IF_LARGER, ensemble, rank_normalise, spearman_table
+from .difficulty import HARDER_IF_LARGER, NON_SCORE_COLUMNS, ensemble, rank_normalise, spearman_table
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ def write_mining_outputs(
 
     Returns the scored table, paths, the per-class summary (hard / total) and the Spearman table.
     """
-    score_cols = [c for c in scored.columns if c in HARDER_IF_LARGER or c in config.get("score_columns", [])]
+    score_cols = [c for c in scored.columns
+                  if (c in HARDER_IF_LARGER or c in config.get("score_columns", [])) and c not in NON_SCORE_COLUMNS]
     ranks = rank_normalise(scored[score_cols]) if score_cols else pd.DataFrame(index=scored.index)
     full = scored.join(ranks)
     if len(ranks.columns) > 1:
