@@ -95,15 +95,14 @@ def plot_distributions(
         if thr is not None:
             ax.axhline(thr, ls="--", color="tab:red", lw=1, label=f"threshold {thr:g}")
             ax.legend(loc="lower left", fontsize=8)
-        ax.set_xticks(positions, [f"{s:g}" for s in strengths])
-        ax.set_xlabel("strength (0 = real image, 1 = text only)")
+        kept = [f"{s:g}\n{int(scores.loc[scores['strength'] == s, 'keep'].sum())}/{int((scores['strength'] == s).sum())}"
+                for s in strengths]
+        ax.set_xticks(positions, kept, fontsize=8)
+        ax.set_xlabel("strength (0 = real image, 1 = text only); kept/total under each")
         ax.set_ylabel(f"{col} (cosine)")
-        ax.set_title(title)
-        top = ax.get_ylim()[1]
-        for p, s in zip(positions, strengths):
-            at = scores[scores["strength"] == s]
-            ax.text(p, top, f"{int(at['keep'].sum())}/{len(at)}", ha="center", va="bottom", fontsize=7)
-    fig.suptitle("CLIP similarity per strength (kept/total above each box)", fontsize=10, y=1.04)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("CLIP similarity of the synthetic images per strength", fontsize=10)
+    fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
     return out
