@@ -22,15 +22,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
 
-from curriculum.tables import write_parquet  # noqa: E402
-from data_generation.images import load_rgb  # noqa: E402
-from data_generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname  # noqa: E402
-from data_generation.scoring import ScoringConfig, score_spectrum  # noqa: E402
+from curriculum.tables import write_parquet
+from data_generation.images import load_rgb
+from data_generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname
+from data_generation.scoring import ScoringConfig, score_spectrum
 
 PHOTO = Path(__file__).resolve().parent.parent / "data_generation" / "iWildCam" / "sample_imgs" / "8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
 

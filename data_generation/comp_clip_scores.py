@@ -19,11 +19,11 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from curriculum.tables import TableError  # noqa: E402
-from data_generation.inspect_scores import format_summary  # noqa: E402
-from data_generation.scorers import DEFAULT_MODELS, SCORERS, ScorerLoadError  # noqa: E402
-from data_generation.scoring import DEFAULT_THRESHOLD, ScoringConfig, score_spectrum, summarize  # noqa: E402
-from data_generation.spectrum_index import SpectrumError  # noqa: E402
+from curriculum.tables import TableError
+from data_generation.inspect_scores import format_summary
+from data_generation.scorers import DEFAULT_MODELS, SCORERS, ScorerLoadError
+from data_generation.scoring import DEFAULT_THRESHOLD, ScoringConfig, score_spectrum, summarize
+from data_generation.spectrum_index import SpectrumError
 
 
 def build_parser() -> argparse.ArgumentParser:

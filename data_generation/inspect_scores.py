@@ -98,10 +98,10 @@ def plot_distributions(
         kept = [f"{s:g}\n{int(scores.loc[scores['strength'] == s, 'keep'].sum())}/{int((scores['strength'] == s).sum())}"
                 for s in strengths]
         ax.set_xticks(positions, kept, fontsize=8)
-        ax.set_xlabel("strength (0 = real image, 1 = text only); kept/total under each")
+        ax.set_xlabel("strength, kept/total")
         ax.set_ylabel(f"{col} (cosine)")
         ax.set_title(title, fontsize=10)
-    fig.suptitle("CLIP similarity of the synthetic images per strength", fontsize=10)
+    fig.suptitle("CLIP similarity of the synthetic images per strength (0 = the real image, 1 = text only)", fontsize=10)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from curriculum.tables import read_class_names, write_csv, write_parquet
 
 from .embedding_cache import EmbeddingCache, file_key
 from .images import SourceImageError, load_rgb
+from .inspect_scores import plot_distributions, plot_spectrum_grid, summarize
 from .plan import MANIFEST_COLUMNS
 from .scorers import ClipScorer, default_model, load_scorer
 from .spectrum_index import SpectrumIndex, build_index
@@ -94,14 +95,17 @@ class ScoringResult:
 
     @property
     def n_total(self) -> int:
+        """Return the number of synthetic images scored (rows)."""
         return len(self.scores)
 
     @property
     def n_kept(self) -> int:
+        """Return the number of rows kept by the filter."""
         return int(self.scores["keep"].sum())
 
     @property
     def n_failed(self) -> int:
+        """Return the number of rows that could not be scored (bad or missing images)."""
         return int((self.scores["score_status"] != "ok").sum())
 
     def line(self) -> str:
@@ -345,8 +349,6 @@ def scoring_metadata(result: ScoringResult, cfg: ScoringConfig) -> dict:
 
 def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame) -> dict:
     """Write the scores, the filtered manifest, the summary, failures and plots; return {name: path}."""
-    from .inspect_scores import plot_distributions, plot_spectrum_grid, summarize
-
     out = Path(cfg.output_dir or cfg.syn_path)
     scores = result.scores
     meta = scoring_metadata(result, cfg)
@@ -371,9 +373,16 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
     return paths
 
 
-from .inspect_scores import summarize  # noqa: E402  (re-exported for the CLI)
-
 __all__ = [
-    "DEFAULT_THRESHOLD", "summarize", "MANIFEST_COLUMNS", "SCORE_COLUMNS", "ScoringConfig", "ScoringResult", "embed_image_files",
-    "embed_texts_cached", "keep_mask", "rowwise_cosine", "score_spectrum",
+    "DEFAULT_THRESHOLD",
+    "MANIFEST_COLUMNS",
+    "SCORE_COLUMNS",
+    "ScoringConfig",
+    "ScoringResult",
+    "embed_image_files",
+    "embed_texts_cached",
+    "keep_mask",
+    "rowwise_cosine",
+    "score_spectrum",
+    "summarize",
 ]

@@ -44,7 +44,7 @@ def clip_dirs(tiny_hf_clip_dir, tiny_open_clip_dir) -> dict[str, Path]:
 def generated_spectrum(tmp_path_factory, tiny_sd_dir) -> dict:
     """A real gene_img output: 2 source images (2 classes) x 3 strengths x 2 seeds from the tiny SD pipeline.
 
-    Returns {'root', 'data', 'syn', 'csv'}; tests copy it before changing anything.
+    Returns {'root', 'data', 'syn', 'csv', 'strengths', 'seeds'}; tests copy it before changing anything.
     """
     from data_generation.generate import GenerationConfig, run_generation
     from data_generation.merge import merge_manifests
@@ -67,7 +67,7 @@ def generated_spectrum(tmp_path_factory, tiny_sd_dir) -> dict:
     ))
     assert summary.generated == 12 and summary.failed == 0
     merge_manifests(syn)
-    return {"root": root, "data": data, "syn": syn, "csv": csv}
+    return {"root": root, "data": data, "syn": syn, "csv": csv, "strengths": STRENGTHS, "seeds": SEEDS}
 
 
 @pytest.fixture
@@ -75,4 +75,5 @@ def spectrum_copy(generated_spectrum, tmp_path) -> dict:
     """A private copy of the generated spectrum (data, syn folder, CSV) that a test may damage."""
     dst = tmp_path / "copy"
     shutil.copytree(generated_spectrum["root"], dst)
-    return {"root": dst, "data": dst / "data", "syn": dst / "syn", "csv": dst / "hard.csv"}
+    return {"root": dst, "data": dst / "data", "syn": dst / "syn", "csv": dst / "hard.csv",
+            "strengths": STRENGTHS, "seeds": SEEDS}

@@ -4,13 +4,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from curriculum.tables import read_parquet_metadata
 from data_generation import comp_clip_scores
 
-from tests.scoring_fixtures import REPO, generated_spectrum, spectrum_copy, tiny_open_clip_dir  # noqa: F401
+pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cli_scores_filters_and_reports(spectrum_copy, tiny_open_clip_dir, capsys):

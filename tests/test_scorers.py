@@ -11,7 +11,7 @@ from PIL import Image
 from data_generation.embedding_cache import EmbeddingCache, file_key
 from data_generation.scorers import SCORERS, ScorerLoadError, load_scorer
 
-from tests.scoring_fixtures import clip_dirs, tiny_hf_clip_dir, tiny_open_clip_dir  # noqa: F401
+pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
 
 PROMPTS = ["a photo of cheetah in the wild", "a photo of a zebra.", "a much longer prompt: " + "stripes " * 90]
 
@@ -40,7 +40,7 @@ def _direct(backend: str, folder, images, texts):
         with torch.no_grad():
             img = [model.encode_image(pre(im)[None])[0] for im in images]
             txt = [model.encode_text(tok([t]))[0] for t in texts]
-    norm = lambda v: (v / v.norm()).numpy()  # noqa: E731
+    norm = lambda v: (v / v.norm()).numpy()
     return np.stack([norm(v) for v in img]), np.stack([norm(v) for v in txt])
 
 

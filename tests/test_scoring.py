@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from curriculum.tables import read_parquet_metadata
@@ -15,9 +14,7 @@ from data_generation.scorers import load_scorer
 from data_generation.scoring import ScoringConfig, keep_mask, score_spectrum
 from data_generation.spectrum_index import build_index
 
-from tests.scoring_fixtures import (  # noqa: F401
-    SEEDS, STRENGTHS, clip_dirs, generated_spectrum, spectrum_copy, tiny_hf_clip_dir, tiny_open_clip_dir,
-)
+pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
 
 
 def _cfg(sp, backend, clip_dirs, **kw) -> ScoringConfig:
@@ -87,7 +84,7 @@ def test_folder_walk_finds_the_same_images_as_the_manifest(clip_dirs, spectrum_c
     a = by_manifest.sort_values("synthetic_id")[cols].reset_index(drop=True)
     b = by_walk.sort_values("synthetic_id")[cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
-    assert len(a) == len(STRENGTHS) * len(SEEDS) * 2
+    assert len(a) == len(sp["strengths"]) * len(sp["seeds"]) * 2
     # the canonical-table prompt template is 'a photo of a {name}.'; the walk rebuilds it from the class folder
     walk_default = build_index(sp["syn"], real_path=sp["data"], walk=True, data_csv=sp["csv"]).rows
     assert (walk_default.sort_values("synthetic_id")["prompt"].to_numpy() == by_manifest.sort_values("synthetic_id")["prompt"].to_numpy()).all()
@@ -143,7 +140,7 @@ def test_summary_and_plots(clip_dirs, spectrum_copy):
     summary = pd.read_csv(res.paths["summary"])
     scores = res.scores
     by_s = summary[summary["group"] == "strength"].set_index("value")
-    for s in STRENGTHS:
+    for s in sp["strengths"]:
         assert by_s.loc[str(s), "total"] == (scores["strength"] == s).sum()
         assert by_s.loc[str(s), "kept"] == scores.loc[scores["strength"] == s, "keep"].sum()
     by_c = summary[summary["group"] == "class"].set_index("value")

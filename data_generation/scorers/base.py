@@ -7,7 +7,8 @@ forward pass so that image decoding and preprocessing can run in worker threads 
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

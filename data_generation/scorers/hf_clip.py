@@ -1,15 +1,23 @@
 """transformers CLIP backend: `CLIPModel` + `CLIPProcessor` from a hub id or a local folder."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import SCORERS
-from .base import ScorerLoadError, TorchScorerMixin, check_hub_reachable, file_signature, hub_offline, l2_normalise, resolve_dtype
+from .base import (
+    ScorerLoadError,
+    TorchScorerMixin,
+    check_hub_reachable,
+    file_signature,
+    hub_offline,
+    l2_normalise,
+    resolve_dtype,
+)
 
 
 def _load(model_id: str, torch_dtype: torch.dtype):
@@ -17,8 +25,8 @@ def _load(model_id: str, torch_dtype: torch.dtype):
     from transformers import CLIPModel, CLIPProcessor
 
     how = (
-        "Download it where the hub is reachable (e.g. `hf download {m} --local-dir DIR`) and pass --clip_model DIR."
-    ).format(m=model_id)
+        f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`) and pass --clip_model DIR."
+    )
 
     def load(**kw):
         return CLIPModel.from_pretrained(model_id, dtype=torch_dtype, **kw), CLIPProcessor.from_pretrained(model_id, **kw)
@@ -85,6 +93,7 @@ class HFClipScorer(TorchScorerMixin):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Return the torch dtype the model runs in."""
         return self.model.dtype
 
     def describe(self) -> dict:
