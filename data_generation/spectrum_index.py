@@ -181,8 +181,9 @@ def build_index(
 
     Uses the manifest unless `walk` is set or none exists. The real image of a row is, in order:
     `real_path/filepath` (`--real_path` as the data root), `{config.data_root}/filepath` from the manifest
-    metadata (the current directory if none was recorded), or — when the row has no filepath — a file named
-    after the sample id under `real_path`.
+    metadata (the current directory if none was recorded). When `real_path` is given but that file does not
+    exist (or the row has no filepath), the image is looked up under `real_path` by its file name, then by the
+    sample id (`{real_path}/{class}/{id}.*`, `{real_path}/{id}.*`, anywhere below).
     """
     syn_path = Path(syn_path)
     if not syn_path.is_dir():
@@ -217,11 +218,14 @@ def build_index(
     finder = RealImageFinder(real_path) if real_path is not None else None
     real_files = []
     for fp, sid, path in zip(rows["filepath"], rows["sample_id"], rows["path"]):
-        if fp:
+        if fp and (finder is None or Path(_real_file(fp, root)).is_file()):
             real_files.append(_real_file(fp, root))
         elif finder is not None:
-            hit = finder.find(str(sid), Path(path).parts[0] if Path(path).parts else "")
-            real_files.append(str(hit) if hit else "")
+            # --real_path may name the image folder itself rather than the data root (as DisCL's scripts did)
+            by_name = root / Path(fp).name if fp else None
+            hit = by_name if by_name is not None and by_name.is_file() else finder.find(str(sid), Path(path).parts[0])
+            # nothing found: keep the expected path, so the report names where the real image should be
+            real_files.append(str(hit) if hit else _real_file(fp, root))
         else:
             real_files.append("")
     rows["syn_file"] = [str(syn_path / p) for p in rows["path"]]

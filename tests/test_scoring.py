@@ -150,3 +150,10 @@ def test_summary_and_plots(clip_dirs, spectrum_copy):
     assert dist.format == grid.format == "PNG"
     # the grid has one row per sample (2) and 1 + 3 strength columns: wider than tall
     assert grid.size[0] > 1.5 * grid.size[1]
+
+
+def test_real_path_may_name_the_image_folder_itself(spectrum_copy):
+    sp = spectrum_copy
+    as_root = build_index(sp["syn"], real_path=sp["data"]).rows.set_index("synthetic_id")["real_file"]
+    as_folder = build_index(sp["syn"], real_path=sp["data"] / "imgs").rows.set_index("synthetic_id")["real_file"]
+    assert (as_root == as_folder.loc[as_root.index]).all() and as_root.map(lambda p: p.endswith(".jpg")).all()
