@@ -54,7 +54,8 @@ def score_zero_shot_clip(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFra
     """Return classifier scores from a zero-shot CLIP classifier (class prompts from the templates)."""
     from .scorers import load_scorer
 
-    embedder = load_scorer(opts.clip_backend, opts.clip_model, pretrained=opts.clip_pretrained, device=opts.device)
+    pretrained = opts.clip_pretrained if opts.clip_backend == "open_clip" else None  # transformers: in the folder
+    embedder = load_scorer(opts.clip_backend, opts.clip_model, pretrained=pretrained, device=opts.device)
     prompts = [[t.format(name=n) for t in opts.templates] for n in opts.class_names]
     probs = zero_shot_probs(embedder, table, prompts, opts.batch_size)
     return classifier_scores(probs, table["label"].to_numpy(), index=_ids(table))

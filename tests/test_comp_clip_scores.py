@@ -11,7 +11,6 @@ import pandas as pd
 from curriculum.tables import read_parquet_metadata
 from data_generation import comp_clip_scores
 
-pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
 
 REPO = Path(__file__).resolve().parent.parent
 

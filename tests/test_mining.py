@@ -159,3 +159,35 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     np.testing.assert_allclose(full["loss"], -np.log(full["true_prob"]), rtol=1e-6)
     assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "random",
                            "--bottom_q", "true_prob", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 2
+
+
+def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
+    """Zero-shot CLIP through mine_hard equals a direct computation; shuffling the table changes nothing."""
+    from data_generation import mine_hard
+    from data_generation.scorers import load_scorer
+    from data_generation.datasets import load_image_folder
+    from PIL import Image
+
+    make_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    table = load_image_folder(tmp_path / "imgs")
+    csv = tmp_path / "t.csv"
+    table.drop(columns="source_path").to_csv(csv, index=False)
+    shuffled = tmp_path / "s.csv"
+    table.drop(columns="source_path").sample(frac=1, random_state=0).to_csv(shuffled, index=False)
+    outs = []
+    for src in (csv, shuffled):
+        pq = tmp_path / f"{src.stem}.parquet"
+        assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
+                               "--split", "", "--scorers", "zero_shot_clip", "--clip_backend", "transformers",
+                               "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic", "--bottom_q",
+                               "true_prob=0.34", "--output_csv", str(tmp_path / f"{src.stem}.csv"),
+                               "--scores_parquet", str(pq)]) == 0
+        outs.append(pd.read_parquet(pq).set_index("sample_id").sort_index())
+    pd.testing.assert_series_equal(outs[0]["true_prob"], outs[1]["true_prob"], rtol=1e-6)
+    assert outs[0]["hard"].equals(outs[1]["hard"]) and outs[0]["hard"].sum() == 3
+    scorer = load_scorer("transformers", str(tiny_hf_clip_dir))
+    text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
+    img = scorer.embed_images([Image.open(tmp_path / "imgs" / "dog" / "dog_1.png").convert("RGB")])
+    logits = 100.0 * img @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert outs[0].loc["dog_1", "true_prob"] == pytest.approx(float(p[0, 1]), abs=1e-5)

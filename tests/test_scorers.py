@@ -11,7 +11,6 @@ from PIL import Image
 from data_generation.embedding_cache import EmbeddingCache, file_key
 from data_generation.scorers import SCORERS, ScorerLoadError, load_scorer
 
-pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
 
 PROMPTS = ["a photo of cheetah in the wild", "a photo of a zebra.", "a much longer prompt: " + "stripes " * 90]
 

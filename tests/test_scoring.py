@@ -14,7 +14,6 @@ from data_generation.scorers import load_scorer
 from data_generation.scoring import ScoringConfig, keep_mask, score_spectrum
 from data_generation.spectrum_index import build_index
 
-pytest_plugins = ["tests.scoring_fixtures"]  # the tiny CLIP models and the generated spectrum
 
 
 def _cfg(sp, backend, clip_dirs, **kw) -> ScoringConfig:
