@@ -8,7 +8,8 @@ the global batch. The distribution is refreshed every `refresh_every` steps: blo
 Every index is therefore a pure function of (seed, step, rank, position in batch), and resuming is restoring
 a counter: `state_dict()` / `load_state_dict()`.
 
-Epochs are windows of `num_samples` consecutive indices of this rank's stream (default ceil(N / replicas)).
+Epochs are windows of `num_samples` consecutive indices of this rank's stream (default ceil(N / replicas));
+an iteration started mid-epoch (after a resume) runs to the end of that epoch.
 With a DataLoader that prefetches, the sampler runs ahead of training; call `set_step(trained_steps)` (or
 save `state_dict()` with the step your loop has finished) so that a resume starts at the right place.
 """
@@ -93,7 +94,8 @@ class CurriculumSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         per_block = self.refresh_every * self.batch_size
-        end = self.position + self.num_samples
+        # an epoch ends at the next multiple of num_samples, so a resumed epoch finishes where it would have
+        end = (self.position // self.num_samples + 1) * self.num_samples
         while self.position < end:
             b, off = divmod(self.position, per_block)
             chunk = self.block(b)[off: off + (end - self.position)]
