@@ -194,10 +194,10 @@ class CurriculumLearning:
         """
         w = self.warmup_iterations if warmup_iterations is None else int(warmup_iterations)
         d = self._fitted()
-        table = self.table(strategy)
+        canonical_mode(strategy)  # an unknown strategy fails even after warm-up
         if current_iteration >= w:
             return np.full(len(d), 1.0 / len(d))
-        t = table.interpolate(self.target_effective_size(current_iteration, w))
+        t = self.table(strategy).interpolate(self.target_effective_size(current_iteration, w))
         return sampling_probabilities(d, t, strategy)
 
     def schedule(self, strategy: str = "prototypes_first"):

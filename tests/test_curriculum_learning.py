@@ -215,3 +215,20 @@ def test_dino_offline_without_weights_fails_clearly_and_fast(monkeypatch):
                                              model_kwargs=tiny_dino_kwargs())
     assert time.perf_counter() - t < 10
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_readme_example_runs_and_prints_what_it_says(tmp_path, capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "curriculum" / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('"/tmp/curriculum_state"', repr(str(tmp_path / "state")))
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.split("\n")[:2] == ["0.3 1.0", "True"]
+    assert (tmp_path / "state.safetensors").is_file() and (tmp_path / "state.json").is_file()
+
+
+def test_unknown_strategy_is_a_clear_error_at_any_iteration(fitted):
+    for it in (0, 10_000):
+        with pytest.raises(KeyError, match="prototypes_first"):
+            fitted.get_curriculum_weights("prototype_first", it)
