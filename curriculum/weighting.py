@@ -32,6 +32,9 @@ from .pacing import pacing_fraction, progress
 from .registry import Registry
 
 
+MIN_SPAN = 1e-100  # below this distance span, temperatures would under/overflow float64: treat as constant
+
+
 @dataclass(frozen=True)
 class Mode:
     """A sampling mode: its canonical name and the sign applied to distances before the softmax."""
@@ -68,7 +71,9 @@ def sampling_probabilities(d, temperature: float, mode: str = "prototypes_first"
         return np.full(d.size, 1.0 / d.size)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    x = d * (sign / temperature)
+    x = (sign * d) / temperature
+    if not np.isfinite(x).all():
+        raise ValueError(f"temperature {temperature!r} is too small for distances of this size (logits overflow)")
     x -= x.max()  # softmax shift: the largest logit becomes 0, so exp never overflows
     np.exp(x, out=x)
     x /= x.sum()
@@ -108,7 +113,8 @@ class TemperatureTable:
     adaptive grid whose neighbouring points differ by at most `max_step` in Neff); `solve(target, tol)` bisects in log T
     inside the bracketing grid cell until |Neff - target| <= tol, and caches the answer per target.
 
-    Reachable targets lie in [`min`, `max`]: `max` = 1 - (1 - 1/N)^N (T = inf, uniform) and `min` = Neff at
+    Distances whose span (max - min) is below MIN_SPAN = 1e-100 count as constant: only the maximum
+    (uniform sampling, T = inf) is reachable. Reachable targets lie in [`min`, `max`]: `max` = 1 - (1 - 1/N)^N (T = inf, uniform) and `min` = Neff at
     the smallest tabulated T (the T -> 0 limit, all mass on the most favoured samples, or Neff at
     T = 1e-12 x the distance span if that limit is not reached there). Other targets raise ValueError.
     """
@@ -127,7 +133,8 @@ class TemperatureTable:
         span = float(-self._s.min())
         self._cache: dict[float, float] = {}
         self.n_evaluations = 0
-        if span == 0.0:
+        if span < MIN_SPAN:  # (numerically) constant distances: only uniform sampling exists
+            self.min = self.max
             self._t = np.array([np.inf])
             self._v = np.array([self.max])
             self._interp = None
