@@ -197,8 +197,8 @@ class CurriculumLearning:
         canonical_mode(strategy)  # an unknown strategy fails even after warm-up
         if current_iteration >= w:
             return np.full(len(d), 1.0 / len(d))
-        t = self.table(strategy).interpolate(self.target_effective_size(current_iteration, w))
-        return sampling_probabilities(d, t, strategy)
+        table = self.table(strategy)
+        return table.probabilities(table.interpolate(self.target_effective_size(current_iteration, w)))
 
     def schedule(self, strategy: str = "prototypes_first"):
         """Return a schedule object for `CurriculumSampler` that follows this warm-up curriculum."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .pacing import PACING, pacing_fraction, progress
-from .weighting import MODES, TemperatureTable, canonical_mode, sampling_probabilities, temperature_table
+from .weighting import MODES, TemperatureTable, canonical_mode, temperature_table
 
 
 class Schedule(Protocol):
@@ -79,7 +79,7 @@ class SoftPacingSchedule:
 
     def probabilities(self, step: int) -> np.ndarray:
         """Return p at `step`: one softmax pass over the distances (uniform after final_iteration)."""
-        return sampling_probabilities(self.distances, self.temperature(step), self.mode)
+        return self.table.probabilities(self.temperature(step))
 
 
 def hard_subset(difficulty, fraction: float, mode: str = "prototypes_first") -> np.ndarray:

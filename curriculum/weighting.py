@@ -180,6 +180,23 @@ class TemperatureTable:
         self.n_evaluations += 1
         return _neff_of_shifted(self._s, temperature)
 
+    def probabilities(self, temperature: float) -> np.ndarray:
+        """Return p(T) for this table's distances and mode (float64, sums to 1; T = inf: uniform).
+
+        Equals `sampling_probabilities(d, T, mode)`, in fewer passes: the shifted logits are kept from
+        construction, so a call is one scale, one exp and one normalisation over N.
+        """
+        temperature = float(temperature)
+        if math.isinf(temperature) and temperature > 0:
+            return np.full(self.n, 1.0 / self.n)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        x = np.multiply(self._s, 1.0 / temperature)
+        with np.errstate(under="ignore"):
+            np.exp(x, out=x)
+        x *= 1.0 / x.sum()  # the largest logit is 0, so the sum is >= 1 and never underflows
+        return x
+
     def effective_size(self, temperature: float) -> float:
         """Return Neff at `temperature` (T = inf: the maximum)."""
         if math.isinf(temperature):

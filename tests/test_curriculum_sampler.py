@@ -114,3 +114,16 @@ def test_throughput_is_millions_per_second_order():
     n = sum(1 for _ in s)
     rate = n / (time.perf_counter() - t)
     assert n == 200_000 and rate > 2e5  # a shared 2-core machine still does > 1e6 in practice
+
+
+def test_rank_and_world_size_come_from_torch_distributed(monkeypatch):
+    p = np.random.default_rng(2).random(100)
+    explicit = list(CurriculumSampler(p, batch_size=4, num_samples=40, seed=1, num_replicas=4, rank=2))
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a: 4)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a: 2)
+    auto = CurriculumSampler(p, batch_size=4, num_samples=40, seed=1)
+    assert (auto.num_replicas, auto.rank) == (4, 2)
+    assert list(auto) == explicit
+    assert len(CurriculumSampler(p, batch_size=4)) == 25  # ceil(N / world size) per rank by default

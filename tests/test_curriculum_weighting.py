@@ -150,3 +150,11 @@ def test_warmup_ramps_linear_and_cosine():
 def test_bad_temperature_names_the_argument(bad):
     with pytest.raises(ValueError, match="temperature"):
         sampling_probabilities([0.1, 0.2], bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(d=distances, t=temps, mode=modes)
+def test_table_probabilities_equal_the_reference_softmax(d, t, mode):
+    table = TemperatureTable(d, mode)
+    np.testing.assert_allclose(table.probabilities(t), sampling_probabilities(d, t, mode), rtol=1e-12, atol=1e-300)
+    assert table.probabilities(math.inf).sum() == pytest.approx(1.0)
