@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curriculum import CurriculumLearning, CurriculumSampler  # noqa: E402
+from curriculum import CurriculumLearning, CurriculumSampler
 
 
 def rss_peak_gb() -> float:

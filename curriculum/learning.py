@@ -9,7 +9,8 @@ one softmax pass over N, not a bisection.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +19,14 @@ from torch.utils.data import DataLoader, Subset
 from .features import PretrainedModelExtractor, create_dino_model
 from .prototypes import KMEANS, SCALINGS, Prototypes, fit_prototypes, scale_distances
 from .state import load_curriculum_state, save_curriculum_state
-from .weighting import (TemperatureTable, canonical_mode, effective_size, max_effective_size,
-                        sampling_probabilities, warmup_target)
+from .weighting import (
+    TemperatureTable,
+    canonical_mode,
+    effective_size,
+    max_effective_size,
+    sampling_probabilities,
+    warmup_target,
+)
 
 
 def dataset_labels(dataset) -> np.ndarray | None:
@@ -102,7 +109,7 @@ class CurriculumLearning:
     # ---------------------------------------------------------------------------------------------------
     # fitting
     def fit(self, dataset, labels=None, device: str | torch.device = "cpu",
-            sample_ids: Sequence[str] | None = None) -> "CurriculumLearning":
+            sample_ids: Sequence[str] | None = None) -> CurriculumLearning:
         """Extract features of `dataset` (Dataset, Subset or DataLoader) and fit; return self.
 
         Labels for `use_labels=True` come from `labels`, else the dataset's `targets`/`labels` (also
@@ -120,7 +127,7 @@ class CurriculumLearning:
         return self.fit_features(feats, labels=labels, sample_ids=sample_ids, device=device)
 
     def fit_features(self, features, labels=None, sample_ids: Sequence[str] | None = None,
-                     device: str | torch.device = "cpu") -> "CurriculumLearning":
+                     device: str | torch.device = "cpu") -> CurriculumLearning:
         """Fit on precomputed features (N, D) (a float16 memmap works); return self."""
         n = features.shape[0]
         if labels is not None:
@@ -258,7 +265,7 @@ class CurriculumLearning:
             arrays["features"] = np.asarray(self.features_)
         return save_curriculum_state(path, self.sample_ids_, arrays, self.config())
 
-    def load_weights(self, path, sample_ids: Sequence[str] | None = None) -> "CurriculumLearning":
+    def load_weights(self, path, sample_ids: Sequence[str] | None = None) -> CurriculumLearning:
         """Load weights saved by `save_weights` (checked against `sample_ids` when given); return self."""
         st = load_curriculum_state(path, sample_ids)
         self.sample_ids_ = st.sample_ids

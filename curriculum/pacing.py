@@ -22,7 +22,8 @@ metric has not improved for `patience` evaluations.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .registry import Registry
 

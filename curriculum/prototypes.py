@@ -15,8 +15,8 @@ cluster gets 0); `global`, min-max over all samples; `none`, the raw distances.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -147,7 +147,7 @@ def cluster_grid(cluster_range: tuple[int, int], max_points: int = 12) -> list[i
         raise ValueError(f"cluster_range must be (lo, hi) with 2 <= lo <= hi, got {cluster_range!r}")
     if hi - lo + 1 <= max_points:
         return list(range(lo, hi + 1))
-    return sorted({int(round(v)) for v in np.geomspace(lo, hi, max_points)})
+    return sorted({round(float(v)) for v in np.geomspace(lo, hi, max_points)})
 
 
 def select_n_clusters(x: np.ndarray, grid: list[int], backend: str = "sklearn", seed: int = 42,

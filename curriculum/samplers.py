@@ -16,7 +16,8 @@ save `state_dict()` with the step your loop has finished) so that a resume start
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

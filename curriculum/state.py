@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class CurriculumState:
     arrays: dict[str, np.ndarray]
     config: dict[str, Any] = field(default_factory=dict)
 
-    def aligned(self, sample_ids: Sequence[str]) -> "CurriculumState":
+    def aligned(self, sample_ids: Sequence[str]) -> CurriculumState:
         """Return a copy with rows reordered to `sample_ids` (KeyError naming ids this state lacks)."""
         pos = {s: i for i, s in enumerate(self.sample_ids)}
         missing = [s for s in sample_ids if str(s) not in pos]

@@ -22,6 +22,7 @@ is tabulated once per distance vector (`TemperatureTable.interpolate`, O(1)).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ import numpy as np
 
 from .pacing import pacing_fraction, progress
 from .registry import Registry
-
 
 MIN_SPAN = 1e-100  # below this distance span, temperatures would under/overflow float64: treat as constant
 
@@ -154,7 +154,7 @@ class TemperatureTable:
         # Adaptive refinement: split a cell while Neff moves by more than max_step across it or its midpoint
         # is off the chord by more than lin_tol; the cubic through the final points is far closer still.
         keys = sorted(grid)
-        stack = list(zip(keys[:-1], keys[1:]))
+        stack = list(itertools.pairwise(keys))
         while stack and len(grid) < max_points:
             ul, ur = stack.pop()
             vl, vr = grid[ul], grid[ur]
@@ -256,7 +256,7 @@ class TemperatureTable:
         return t
 
 
-_TABLES: "OrderedDict[tuple[str, str], TemperatureTable]" = OrderedDict()
+_TABLES: OrderedDict[tuple[str, str], TemperatureTable] = OrderedDict()
 
 
 def temperature_table(d, mode: str = "prototypes_first") -> TemperatureTable:

@@ -12,8 +12,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from curriculum import (CurriculumLearning, CurriculumSampler, PretrainedModelExtractor, create_curriculum_learning,
-                        create_curriculum_learning_with_dino, create_dino_model)
+from curriculum import (
+    CurriculumLearning,
+    CurriculumSampler,
+    PretrainedModelExtractor,
+    create_curriculum_learning,
+    create_curriculum_learning_with_dino,
+    create_dino_model,
+)
 from curriculum.weighting import effective_size, max_effective_size
 
 
@@ -183,13 +189,12 @@ def test_sampler_follows_the_curriculum(fitted):
 
 
 def tiny_dino_kwargs():
-    return dict(img_size=32, depth=2)
+    return {"img_size": 32, "depth": 2}
 
 
 def test_dino_names_map_to_timm_and_local_weights_load(tmp_path):
-    from safetensors.torch import save_file
-
     import timm
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     ref = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, **tiny_dino_kwargs()).eval()
@@ -223,7 +228,7 @@ def test_readme_example_runs_and_prints_what_it_says(tmp_path, capsys):
     text = (Path(__file__).resolve().parent.parent / "curriculum" / "README.md").read_text()
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     code = code.replace('"/tmp/curriculum_state"', repr(str(tmp_path / "state")))
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - running our own README example is the test
     assert capsys.readouterr().out.split("\n")[:2] == ["0.3 1.0", "True"]
     assert (tmp_path / "state.safetensors").is_file() and (tmp_path / "state.json").is_file()
 

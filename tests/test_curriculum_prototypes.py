@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curriculum.prototypes import (KMEANS, SCALINGS, assign, cluster_grid, faiss_available, fit_prototypes,
-                                   scale_distances, select_n_clusters)
+from curriculum.prototypes import (
+    KMEANS,
+    SCALINGS,
+    assign,
+    cluster_grid,
+    faiss_available,
+    fit_prototypes,
+    scale_distances,
+    select_n_clusters,
+)
 
 
 def blobs(n=600, k=4, dim=8, seed=0, spread=0.3):
@@ -20,7 +28,7 @@ BACKENDS = [b for b in KMEANS.names() if b != "faiss" or faiss_available()]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_recovers_well_separated_clusters(backend):
-    x, lab, centers = blobs()
+    x, lab, _ = blobs()
     protos = fit_prototypes(x, n_clusters=4, backend=backend)
     assert protos.centroids.shape == (4, 8)
     # each true cluster maps to exactly one found cluster

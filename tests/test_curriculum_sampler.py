@@ -1,8 +1,8 @@
 """CurriculumSampler: distribution, refresh, DDP slices, resume."""
 from __future__ import annotations
 
-import json
 import itertools
+import json
 
 import numpy as np
 import pytest

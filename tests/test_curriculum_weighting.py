@@ -9,8 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from curriculum.weighting import (MODES, TemperatureTable, canonical_mode, effective_size, max_effective_size,
-                                  sampling_probabilities, temperature_for, temperature_table, warmup_target)
+from curriculum.weighting import (
+    MODES,
+    TemperatureTable,
+    canonical_mode,
+    effective_size,
+    max_effective_size,
+    sampling_probabilities,
+    temperature_for,
+    temperature_table,
+    warmup_target,
+)
 
 distances = arrays(np.float64, st.integers(2, 60), elements=st.floats(0.0, 1.0, allow_nan=False))
 temps = st.floats(1e-3, 1e3)
