@@ -104,7 +104,7 @@ class CurriculumLearning:
         self.optimal_clusters_: int | None = None
         self.prototypes_: Prototypes | None = None
         self.sample_ids_: list[str] | None = None
-        self._tables: dict[str, TemperatureTable] = {}
+        self._tables: dict[tuple[str, bool], TemperatureTable] = {}
 
     # ---------------------------------------------------------------------------------------------------
     # fitting
@@ -166,12 +166,18 @@ class CurriculumLearning:
             raise ValueError("not fitted yet: call fit() or fit_features() first (or load_weights())")
         return self.weights_
 
-    def table(self, strategy: str = "prototypes_first") -> TemperatureTable:
-        """Return the temperature table for `strategy`, built once per fit."""
+    def table(self, strategy: str = "prototypes_first", warmup_only: bool = False) -> TemperatureTable:
+        """Return the temperature table for `strategy`, built once per fit.
+
+        warmup_only=True: a table covering only the warm-up's targets (from initial_effective_percentage up),
+        cheaper to build; the analysis helpers use the full table.
+        """
         mode = canonical_mode(strategy)
-        if mode not in self._tables:
-            self._tables[mode] = TemperatureTable(self._fitted(), mode)
-        return self._tables[mode]
+        key = (mode, warmup_only)
+        if key not in self._tables:
+            floor = self.initial_effective_percentage if warmup_only else None
+            self._tables[key] = TemperatureTable(self._fitted(), mode, min_target=floor)
+        return self._tables[key]
 
     # ---------------------------------------------------------------------------------------------------
     # weights
@@ -204,7 +210,7 @@ class CurriculumLearning:
         canonical_mode(strategy)  # an unknown strategy fails even after warm-up
         if current_iteration >= w:
             return np.full(len(d), 1.0 / len(d))
-        table = self.table(strategy)
+        table = self.table(strategy, warmup_only=True)
         return table.probabilities(table.interpolate(self.target_effective_size(current_iteration, w)))
 
     def schedule(self, strategy: str = "prototypes_first"):
@@ -214,7 +220,7 @@ class CurriculumLearning:
         end = None if self.max_effective_ratio is None else self.max_effective_ratio
         return SoftPacingSchedule(self._fitted(), self.warmup_iterations, pacing=self.ramp,
                                   start=self.initial_effective_percentage, end=end, mode=strategy,
-                                  table=self.table(strategy))
+                                  table=self.table(strategy, warmup_only=True))
 
     # analysis helpers (seed names kept; public names below)
     def effective_dataset_size(self, weights, temperature: float, strategy: str = "difficulty") -> float:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .pacing import PACING, pacing_fraction, progress
-from .weighting import MODES, TemperatureTable, canonical_mode, temperature_table
+from .weighting import MODES, TemperatureTable, canonical_mode
 
 
 class Schedule(Protocol):
@@ -52,7 +52,7 @@ class SoftPacingSchedule:
         PACING.get(pacing)
         self.mode = canonical_mode(mode)
         self.distances = np.asarray(distances, dtype=np.float64)
-        self.table = table if table is not None else temperature_table(self.distances, self.mode)
+        self.table = table if table is not None else TemperatureTable(self.distances, self.mode, min_target=start)
         if self.table.n != self.distances.size or self.table.mode != self.mode:
             raise ValueError("table was built for other distances or another mode")
         self.num_samples = self.distances.size

@@ -101,9 +101,15 @@ def max_effective_size(n: int) -> float:
 
 def _neff_of_shifted(s: np.ndarray, temperature: float) -> float:
     # s = sign*d - max(sign*d) <= 0, so exp(s/T) <= 1 and the softmax needs no further shift
-    x = np.exp(s / temperature)
-    x /= x.sum()
-    return effective_size(x)
+    x = np.multiply(s, 1.0 / temperature)
+    with np.errstate(under="ignore", divide="ignore"):
+        np.exp(x, out=x)
+        x *= 1.0 / x.sum()
+        # effective_size(x), in place: -mean(expm1(N log1p(-p))); p <= 1 holds by construction
+        np.log1p(np.negative(x, out=x), out=x)
+        x *= s.size
+        np.expm1(x, out=x)
+    return float(-x.mean())
 
 
 class TemperatureTable:
@@ -114,13 +120,15 @@ class TemperatureTable:
     inside the bracketing grid cell until |Neff - target| <= tol, and caches the answer per target.
 
     Distances whose span (max - min) is below MIN_SPAN = 1e-100 count as constant: only the maximum
-    (uniform sampling, T = inf) is reachable. Reachable targets lie in [`min`, `max`]: `max` = 1 - (1 - 1/N)^N (T = inf, uniform) and `min` = Neff at
-    the smallest tabulated T (the T -> 0 limit, all mass on the most favoured samples, or Neff at
-    T = 1e-12 x the distance span if that limit is not reached there). Other targets raise ValueError.
+    (uniform sampling, T = inf) is reachable. Otherwise reachable targets lie in [`min`, `max`]:
+    `max` = 1 - (1 - 1/N)^N (T = inf, uniform) and `min` = Neff at the smallest tabulated T (the T -> 0
+    limit, all mass on the most favoured samples, or Neff at T = 1e-12 x the distance span if that limit is
+    not reached there; with `min_target`, the table stops at the first decade of T whose Neff is at most
+    `min_target`). Other targets raise ValueError.
     """
 
-    def __init__(self, d, mode: str = "prototypes_first", max_step: float = 0.02, lin_tol: float = 1e-4,
-                 max_points: int = 400):
+    def __init__(self, d, mode: str = "prototypes_first", min_target: float | None = None, max_step: float = 0.02,
+                 lin_tol: float = 1e-4, max_points: int = 400):
         d = _as_distances(d)
         self.mode = canonical_mode(mode)
         s = MODES.get(self.mode).sign * d
@@ -141,10 +149,12 @@ class TemperatureTable:
             return
         t_lo, t_hi = span, span
         v_lo = self._eval(t_lo)
-        while v_lo - self.min > 1e-9 and t_lo > span * 1e-12:
+        # With min_target, tabulate only down to it (a warm-up never asks for less), which skips the long
+        # low-T tail; below T = 1e-12 * span we stop: the reachable range starts at Neff there (`min`)
+        floor = self.min if min_target is None else max(self.min, float(min_target))
+        while v_lo - floor > 1e-9 and t_lo > span * 1e-12:
             t_lo /= 10.0
             v_lo = self._eval(t_lo)
-        # below T = 1e-12 * span we stop: the reachable range starts at Neff there (documented in `min`)
         self.min = float(v_lo)
         v_hi = self._eval(t_hi)
         while self.max - v_hi > 1e-9 and t_hi < span * 1e12:
@@ -194,7 +204,7 @@ class TemperatureTable:
         x = np.multiply(self._s, 1.0 / temperature)
         with np.errstate(under="ignore"):
             np.exp(x, out=x)
-        x *= 1.0 / x.sum()  # the largest logit is 0, so the sum is >= 1 and never underflows
+        x /= x.sum()  # the largest logit is 0, so the sum is >= 1 and never underflows
         return x
 
     def effective_size(self, temperature: float) -> float:

@@ -167,3 +167,14 @@ def test_table_probabilities_equal_the_reference_softmax(d, t, mode):
     table = TemperatureTable(d, mode)
     np.testing.assert_allclose(table.probabilities(t), sampling_probabilities(d, t, mode), rtol=1e-12, atol=1e-300)
     assert table.probabilities(math.inf).sum() == pytest.approx(1.0)
+
+
+def test_a_warmup_table_covers_its_targets_with_fewer_passes():
+    d = np.random.default_rng(3).random(5000)
+    full, warm = TemperatureTable(d), TemperatureTable(d, min_target=0.3)
+    assert warm.n_evaluations < full.n_evaluations
+    assert full.min < warm.min <= 0.3
+    for target in (0.3, 0.45, 0.6):
+        assert warm.interpolate(target) == pytest.approx(full.interpolate(target), rel=1e-3)
+    with pytest.raises(ValueError, match="reachable range"):
+        warm.interpolate(warm.min / 2)
