@@ -130,6 +130,7 @@ class CurriculumLearning:
                      device: str | torch.device = "cpu") -> CurriculumLearning:
         """Fit on precomputed features (N, D) (a float16 memmap works); return self."""
         n = features.shape[0]
+        self._check_targets(n)  # before the (slow) k-means, not after
         if labels is not None:
             labels = np.asarray(labels)
             if labels.shape != (n,):
@@ -150,12 +151,15 @@ class CurriculumLearning:
         return self
 
     def _set_weights(self, weights: np.ndarray) -> None:
+        self._check_targets(len(weights))
         self.weights_ = np.asarray(weights, dtype=np.float64)
         self._tables = {}
-        m = max_effective_size(len(self.weights_))
+
+    def _check_targets(self, n: int) -> None:
+        m = max_effective_size(n)
         if self.initial_effective_percentage > m + 1e-12:
             raise ValueError(f"initial_effective_percentage={self.initial_effective_percentage} exceeds the maximum "
-                             f"effective size 1-(1-1/N)^N = {m:.6f} for N={len(self.weights_)}")
+                             f"effective size 1-(1-1/N)^N = {m:.6f} for N={n}")
         if self.max_effective_ratio is not None and not (
                 self.initial_effective_percentage <= self.max_effective_ratio <= m + 1e-12):
             raise ValueError(f"max_effective_ratio={self.max_effective_ratio} must lie in "
