@@ -93,6 +93,23 @@ class CurriculumSampler(Sampler[int]):
             self._block_id = b
         return self._block
 
+    def take(self, position: int, n: int) -> np.ndarray:
+        """Return `n` consecutive indices of this rank's stream starting at `position` (stateless).
+
+        For loops that compose their own epochs (e.g. real data mixed with synthetic): the draws at stream
+        position q come from the distribution at step q // batch_size, exactly as `__iter__` hands them out.
+        """
+        per_block = self.refresh_every * self.batch_size
+        out = np.empty(int(n), dtype=np.int64)
+        filled, pos = 0, int(position)
+        while filled < n:
+            b, off = divmod(pos, per_block)
+            chunk = self.block(b)[off: off + (n - filled)]
+            out[filled: filled + len(chunk)] = chunk
+            filled += len(chunk)
+            pos += len(chunk)
+        return out
+
     def __iter__(self) -> Iterator[int]:
         per_block = self.refresh_every * self.batch_size
         # an epoch ends at the next multiple of num_samples, so a resumed epoch finishes where it would have

@@ -127,3 +127,14 @@ def test_rank_and_world_size_come_from_torch_distributed(monkeypatch):
     assert (auto.num_replicas, auto.rank) == (4, 2)
     assert list(auto) == explicit
     assert len(CurriculumSampler(p, batch_size=4)) == 25  # ceil(N / world size) per rank by default
+
+
+def test_take_matches_the_stream_from_any_position():
+    """`take(position, n)` returns exactly what iteration hands out from that position, across blocks."""
+    from curriculum import CurriculumSampler, SoftPacingSchedule
+
+    sched = SoftPacingSchedule(np.linspace(0, 1, 50), final_iteration=30, start=0.3)
+    s = CurriculumSampler(sched, batch_size=4, num_samples=50, refresh_every=3, seed=5, num_replicas=1, rank=0)
+    stream = np.concatenate([np.fromiter(iter(s), dtype=np.int64) for _ in range(6)])  # 6 epochs = 300 draws
+    for pos, n in ((0, 50), (7, 33), (11, 120), (250, 50)):
+        np.testing.assert_array_equal(s.take(pos, n), stream[pos: pos + n])

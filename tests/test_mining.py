@@ -191,3 +191,36 @@ def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
     logits = 100.0 * img @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
     p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert outs[0].loc["dog_1", "true_prob"] == pytest.approx(float(p[0, 1]), abs=1e-5)
+
+
+def test_prototype_scorer_uses_curriculum_prototypes(tmp_path):
+    """A tiny ViT (timm, local weights) embeds; curriculum.fit_prototypes gives the distances; rule selects top q."""
+    import timm
+    from safetensors.torch import save_file
+
+    from curriculum import PretrainedModelExtractor, create_dino_model, fit_prototypes
+    from data_generation import mine_hard
+    from data_generation.difficulty import SampleImages
+
+    make_image_folder(tmp_path / "imgs", {"cat": 5, "dog": 5})
+    weights = tmp_path / "vit.safetensors"
+    torch_model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, img_size=32)
+    save_file(torch_model.state_dict(), str(weights))
+    pq = tmp_path / "scores.parquet"
+    argv = ["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "prototype", "--feature_model",
+            "dino_vits16", "--feature_weights", str(weights), "--feature_img_size", "32", "--n_clusters", "2",
+            "--top_q", "prototype_distance=0.2", "--output_csv", str(tmp_path / "hard.csv"), "--scores_parquet", str(pq)]
+    assert mine_hard.main(argv) == 0
+    full = pd.read_parquet(pq).set_index("sample_id")
+    assert full["hard"].sum() == 2 and set(full["prototype_cluster"]) == {0, 1}
+    assert full.loc[full["hard"], "prototype_distance"].min() >= full.loc[~full["hard"], "prototype_distance"].max()
+    # the same numbers as the curriculum package used directly (one implementation)
+    from timm.data import create_transform, resolve_data_config
+
+    model = create_dino_model("dino_vits16", weights=weights, img_size=32)
+    cfg = resolve_data_config({}, model=model)
+    cfg.update(input_size=(3, 32, 32), crop_pct=1.0)
+    table = load_image_folder(tmp_path / "imgs")
+    feats, _ = PretrainedModelExtractor(model).extract(SampleImages(table, create_transform(**cfg)))
+    direct = fit_prototypes(feats, n_clusters=2, seed=0).distances
+    np.testing.assert_allclose(full.loc[table["sample_id"], "prototype_distance"].to_numpy(), direct, rtol=1e-5)

@@ -167,3 +167,39 @@ def test_checkpoint_round_trip_restores_optimizer(tmp_path):
             torch.testing.assert_close(torch.as_tensor(b["state"][pid][k]), torch.as_tensor(v))
     assert s2.get_last_lr() == sched.get_last_lr()
     assert not any(p.name.endswith(".pkl") or p.suffix in {".pt", ".pth", ".bin"} for p in (tmp_path / "ck").iterdir())
+
+
+def test_prototype_weighting_draws_real_data_through_the_curriculum_sampler(iwildcam, tmp_path):
+    """The real part of an epoch follows the saved prototype difficulty: near-prototype samples first."""
+    from curriculum import save_curriculum_state
+    from training.engine import RunData, items_for_epoch
+    from training.runs import prototype_schedule
+
+    real = load_real(iwildcam["table"], iwildcam["root"])
+    ids = real["sample_id"].tolist()
+    d = np.linspace(0.0, 1.0, len(ids))  # sample i is i/(n-1) away from its prototype
+    save_curriculum_state(tmp_path / "proto", ids[::-1], {"difficulty": d[::-1].copy()})  # stored in another order
+    sched = prototype_schedule(str(tmp_path / "proto"), ids, start=0.3, warmup_steps=1000, mode="prototypes_first")
+    data = RunData(real=real, synthetic=real.iloc[:0], real_schedule=sched)
+    items = items_for_epoch(data, 100, epoch=0, seed=0, global_step=0, batch_size=4)
+    assert len(items) == len(ids) and (items["source"] == "real").all()
+    drawn = items["sample_id"].map(dict(zip(ids, d)))
+    assert drawn.mean() < 0.4 and items["sample_id"].nunique() < len(ids)  # favours prototypes, with replacement
+    again = items_for_epoch(data, 100, epoch=0, seed=0, global_step=0, batch_size=4)
+    assert again["sample_id"].tolist() == items["sample_id"].tolist()  # a resumed run draws the same
+    late = items_for_epoch(data, 100, epoch=5, seed=0, global_step=5000, batch_size=4)
+    assert abs(late["sample_id"].map(dict(zip(ids, d))).mean() - 0.5) < 0.25  # uniform after the warm-up
+    with pytest.raises(ValueError, match="have no curriculum state"):
+        prototype_schedule(str(tmp_path / "proto"), ids + ["stranger"], 0.3, 1000, "prototypes_first")
+
+
+def test_flyp_run_with_prototype_state(iwildcam, tmp_path):
+    from curriculum import save_curriculum_state
+
+    real = load_real(iwildcam["table"], iwildcam["root"])
+    save_curriculum_state(tmp_path / "proto", real["sample_id"].tolist(), {"difficulty": np.linspace(0, 1, len(real))})
+    run = tmp_path / "run"
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run, "--prototype_state", str(tmp_path / "proto"),
+                                         "--proto_warmup_steps", "4")) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert (metrics["n_items"] - metrics["n_synthetic"] == iwildcam["n_train"]).all()

@@ -24,6 +24,11 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     c.add_argument("--levels", type=int, nargs="+", default=defaults.get("levels"),
                    help="guidance levels (image guidance %% = 100 - 100*strength), synthetic to real order for the fixed schedule")
     c.add_argument("--min_level", type=int, default=defaults.get("min_level", 0), help="ignore synthetic levels below this")
+    c.add_argument("--prototype_state", default=None,
+                   help="curriculum state (CurriculumLearning.save_weights) whose prototype difficulty drives the real-data sampler")
+    c.add_argument("--proto_start", type=float, default=0.3, help="initial effective dataset size (fraction of draws unique)")
+    c.add_argument("--proto_warmup_steps", type=int, default=1000, help="steps until real sampling is uniform")
+    c.add_argument("--proto_mode", default="prototypes_first", choices=["prototypes_first", "hard_first"])
     c.add_argument("--curriculum_val_size", type=int, default=2000, help="source images held out to measure level progress")
     r = p.add_argument_group("run")
     r.add_argument("--run_dir", required=True)

@@ -99,9 +99,9 @@ def real_items(real: pd.DataFrame) -> pd.DataFrame:
 
 def synthetic_items(synthetic: pd.DataFrame, level: int) -> pd.DataFrame:
     """Return the synthetic images of `level` (every level for ALL_LEVELS, none for REAL_LEVEL) as items."""
-    if level == REAL_LEVEL:
-        rows = synthetic.iloc[:0]
-    elif level == ALL_LEVELS:
+    if level == REAL_LEVEL or synthetic.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("label", "level") else object) for c in ITEM_COLUMNS})
+    if level == ALL_LEVELS:
         rows = synthetic
     else:
         rows = synthetic[synthetic["level"] == level]

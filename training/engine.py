@@ -99,8 +99,11 @@ class RunData:
     curriculum_val: pd.DataFrame | None = None
     #: optional: (epoch, level, rng) -> the epoch's items; default: every real sample + the level's synthetic
     compose: Callable | None = None
-    #: optional: (global step) -> probability vector over `real` rows for the prototype-weighted draw
-    real_weights: Callable[[int], np.ndarray | None] | None = None
+    #: optional: a curriculum schedule (e.g. SoftPacingSchedule over prototype distances) over `real` rows; the
+    #: real part of each epoch is then drawn by curriculum.CurriculumSampler from it
+    real_schedule: object | None = None
+    #: how often (steps) the sampler refreshes the real-data distribution
+    real_refresh_every: int = 100
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -125,21 +128,30 @@ def predict(task: Task, model: torch.nn.Module, items: pd.DataFrame, batch_size:
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
-def _items_for_epoch(data: RunData, level: int, epoch: int, seed: int, global_step: int) -> pd.DataFrame:
+def items_for_epoch(data: RunData, level: int, epoch: int, seed: int, global_step: int, batch_size: int) -> pd.DataFrame:
+    """Return the shuffled items of one epoch: real + the level's synthetic (or the task's composition).
+
+    With `data.real_schedule`, the real part is drawn (with replacement, as many draws as real samples) by
+    the curriculum package's CurriculumSampler, positioned at `global_step`, so a resumed run draws the same.
+    """
     rng = np.random.default_rng([seed, epoch])
     if data.compose is not None:
         items = data.compose(epoch, level, rng)
     else:
         items = stage_items(data.real, data.synthetic, level)
-    if data.real_weights is not None:
-        p = data.real_weights(global_step)
-        if p is not None:
-            from curriculum.samplers import draw_indices  # the curriculum package's one sampler implementation
+    if data.real_schedule is not None:
+        from curriculum.samplers import CurriculumSampler
 
-            real_mask = (items["source"] == "real").to_numpy()
-            real_part = items[real_mask].reset_index(drop=True)
-            idx = draw_indices(p, len(real_part), rng)
-            items = pd.concat([real_part.iloc[idx], items[~real_mask]], ignore_index=True)
+        if data.compose is not None:
+            raise ValueError("prototype weighting of the real data needs the default epoch composition")
+        real_mask = (items["source"] == "real").to_numpy()
+        real_part = items[real_mask].reset_index(drop=True)  # the rows of data.real, in order
+        # real draws per training step: the expected number of real items in a batch of the mixed epoch
+        per_step = max(1, math.ceil(batch_size * real_mask.sum() / max(len(items), 1)))
+        sampler = CurriculumSampler(data.real_schedule, batch_size=per_step, num_samples=len(real_part),
+                                    refresh_every=data.real_refresh_every, seed=seed, num_replicas=1, rank=0)
+        idx = sampler.take(global_step * per_step, len(real_part))
+        items = pd.concat([real_part.iloc[idx], items[~real_mask]], ignore_index=True)
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
 
 
@@ -188,7 +200,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         if hasattr(task, "set_epoch"):
             task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
         level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
-        items = _items_for_epoch(data, level, epoch, cfg.seed, global_step)
+        items = items_for_epoch(data, level, epoch, cfg.seed, global_step, cfg.batch_size)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(ItemDataset(items, task.train_transform), batch_size=cfg.batch_size,
                                              shuffle=False, drop_last=False, num_workers=cfg.num_workers, generator=gen)

@@ -38,4 +38,25 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
                 raise ValueError("the adaptive schedule needs source images that have every level (curriculum validation); none found")
             cval = cval.assign(item_id="cval:" + cval["synthetic_id"], source="synthetic")[
                 ["item_id", "sample_id", "path", "label", "level", "source"]]
-    return RunData(real=real, synthetic=synthetic, eval_splits=eval_splits, curriculum_val=cval), levels
+    data = RunData(real=real, synthetic=synthetic, eval_splits=eval_splits, curriculum_val=cval)
+    if getattr(args, "prototype_state", None):
+        data.real_schedule = prototype_schedule(args.prototype_state, real["sample_id"].tolist(), args.proto_start,
+                                                args.proto_warmup_steps, args.proto_mode)
+    return data, levels
+
+
+def prototype_schedule(path: str, sample_ids: list[str], start: float, warmup_steps: int, mode: str):
+    """Return the SoftPacingSchedule over the real samples from a saved curriculum state (aligned by sample id).
+
+    The state is what `CurriculumLearning.save_weights` writes; its `difficulty` array (scaled prototype
+    distances) drives p ∝ exp(∓d/T), with the target effective size rising from `start` over `warmup_steps`
+    steps, uniform after. A real sample the state does not know is an error naming it.
+    """
+    from curriculum import SoftPacingSchedule, load_curriculum_state
+
+    state = load_curriculum_state(path)
+    try:
+        d = state.aligned(sample_ids).arrays["difficulty"]
+    except KeyError as err:
+        raise ValueError(f"--prototype_state {path}: {err.args[0]}") from None
+    return SoftPacingSchedule(d, final_iteration=warmup_steps, start=start, mode=mode)
