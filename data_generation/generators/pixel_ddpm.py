@@ -32,7 +32,7 @@ def pil_to_tensor(images, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 
-@GENERATORS.register("pixel-ddpm", "pixel")
+@GENERATORS.register("pixel-ddpm")
 class PixelDDPMGenerator:
     """Image-guided generation (SDEdit) with a ClassConditionalPixelPipeline folder."""
 
