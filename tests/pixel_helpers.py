@@ -19,6 +19,24 @@ def digits_subset(root: Path, n: int = 64) -> tuple[Path, PixelDataset]:
     return table, PixelDataset(ds.images[:n], ds.labels[:n], ds.class_names, ds.sample_ids[:n])
 
 
+def digits_in_memory(n: int = 64) -> PixelDataset:
+    """Return the first `n` scikit-learn digits as a 16 px RGB dataset without writing files."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from training.pixel_data import DIGIT_NAMES
+
+    d = load_digits()
+    arrs = []
+    for img in d.images[:n]:
+        gray = Image.fromarray(np.clip(img * 255 / 16, 0, 255).astype(np.uint8), mode="L")
+        arrs.append(np.asarray(gray.resize((16, 16), Image.BICUBIC).convert("RGB"), dtype=np.float32) / 127.5 - 1)
+    images = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+    return PixelDataset(images, torch.as_tensor(d.target[:n], dtype=torch.long), dict(enumerate(DIGIT_NAMES)),
+                        [f"digit_{i:04d}" for i in range(n)])
+
+
 def tiny_config(out: Path, **kw) -> DiffusionTrainConfig:
     """Return a tiny training config writing to `out` (overrides in `kw`)."""
     base = dict(TINY, data="unused", output_dir=str(out), stage_starts=(0.5, 0.0), stage_epochs=(1, 1))

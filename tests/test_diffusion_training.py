@@ -99,7 +99,7 @@ def test_cr_penalty_in_training_equals_its_formula(digits, tmp_path):
     convs = [m for n, m in unet.named_modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(weights) == len(convs) - 1  # every conv but conv_out
     manual = sum(float(w[c].detach().pow(2).sum().sqrt()) for w in weights for c in range(w.shape[0]))
-    assert float(group_l1(weights)) == pytest.approx(manual, rel=1e-5)
+    assert float(group_l1(weights).detach()) == pytest.approx(manual, rel=1e-5)
     run = train_tiny(tmp_path / "cr", digits[1], sparsity="cr")
     lam = pd.read_csv(run.metrics_path)["cr_lambda"].tolist()
     # λ is logged at each epoch's last step: progress 3/7 and 7/7 of a cosine from 5e-5 to 0
