@@ -62,13 +62,19 @@ class BottleneckMask:
         self.attach(unet)
 
     # -- forward gate ------------------------------------------------------------------------------------
-    def attach(self, unet) -> None:
-        """Gate the bottleneck of `unet` (also an EMA copy, for sampling) with this mask."""
+    def attach(self, unet, keep: bool = True):
+        """Gate the bottleneck of `unet` (also an EMA copy, for sampling) with this mask; return the hook handle.
+
+        `keep=False` leaves removing the hook to the caller (for throw-away copies).
+        """
 
         def hook(_module, _inputs, output):
             return output * self.gate.to(output.dtype).view(1, -1, 1, 1)
 
-        self._handles.append(unet.mid_block.register_forward_hook(hook))
+        handle = unet.mid_block.register_forward_hook(hook)
+        if keep:
+            self._handles.append(handle)
+        return handle
 
     def detach(self) -> None:
         """Remove the forward gates from every UNet this mask was attached to."""

@@ -404,5 +404,5 @@ def _ema_unet(unet, ema, mask):
     # a deepcopy also copies forward hooks; the caller's mask decides the gate of the copy
     copy_.mid_block._forward_hooks.clear()
     if mask is not None:
-        mask.attach(copy_)
+        mask.attach(copy_, keep=False)  # the copy is dropped after sampling, and its hook with it
     return copy_
