@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench_diffusion", help="working folder (data, runs, results.csv)")
     p.add_argument("--full", action="store_true", help="5/10/15/20/30 epochs instead of the quick 1/1/2/2/4")
+    p.add_argument("--stage_epochs", type=int, nargs=5, default=None, help="epochs of the 5 stages (overrides --full)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--per_class", type=int, default=None, help="samples per class for the judges (quick 30, full 100)")
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    epochs = (5, 10, 15, 20, 30) if args.full else (1, 1, 2, 2, 4)
+    epochs = tuple(args.stage_epochs) if args.stage_epochs else (5, 10, 15, 20, 30) if args.full else (1, 1, 2, 2, 4)
     per_class = args.per_class or (100 if args.full else 30)
 
     table = write_digits(out / "digits", size=16, seed=args.seed)

@@ -24,15 +24,16 @@ DEFAULT_SPARSITY_START = 0.8
 DEFAULT_SPARSITY_END = 0.0
 DEFAULT_CR_LAMBDA_MAX = 5e-5
 
-#: the channel-sparsity variants: 'none' (C, curriculum only), 'cs' (masks), 'cr' (group-L1)
+#: the channel-sparsity variants, name (or alias) -> canonical name: 'none' (C, curriculum only),
+#: 'cs' (bottleneck channel masks with regrowth), 'cr' (group-L1 over conv output channels)
 SPARSITY_VARIANTS: Registry = Registry("sparsity variant")
-for _name, _alias, _doc in (("none", "c", "curriculum only"), ("cs", "mask", "bottleneck channel masks with regrowth"),
-                            ("cr", "group_l1", "group-L1 over conv output channels")):
-    SPARSITY_VARIANTS.register(_name, _alias)(_doc)
+for _name, _alias in (("none", "c"), ("cs", "mask"), ("cr", "group_l1")):
+    SPARSITY_VARIANTS.register(_name, _alias)(_name)
 
+#: regrowth modes of CS: 'gradient' (largest accumulated score first) or 'random'
 REGROWTH_MODES: Registry = Registry("regrowth mode")
-REGROWTH_MODES.register("gradient")("largest accumulated gradient score first")
-REGROWTH_MODES.register("random")("uniformly at random")
+for _name in ("gradient", "random"):
+    REGROWTH_MODES.register(_name)(_name)
 
 
 def stage_sparsities(n_stages: int, start: float = DEFAULT_SPARSITY_START, end: float = DEFAULT_SPARSITY_END) -> list[float]:

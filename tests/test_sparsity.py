@@ -73,3 +73,10 @@ def test_random_regrowth_is_seeded_and_only_inactive():
     a = choose_regrowth(active, 10, "random", generator=torch.Generator().manual_seed(3))
     b = choose_regrowth(active, 10, "random", generator=torch.Generator().manual_seed(3))
     assert a.tolist() == b.tolist() and len(set(a.tolist())) == 10 and int(a.min()) >= 8
+
+
+def test_variant_aliases_resolve_to_canonical_names():
+    from curriculum.sparsity import SPARSITY_VARIANTS
+
+    assert [SPARSITY_VARIANTS.get(n) for n in ("c", "none", "mask", "cs", "group_l1", "cr")] == \
+        ["none", "none", "cs", "cs", "cr", "cr"]

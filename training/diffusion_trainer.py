@@ -243,6 +243,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     from diffusers.training_utils import EMAModel
 
     schedule = cfg.validate()
+    sparsity = SPARSITY_VARIANTS.get(cfg.sparsity)  # canonical name: 'none', 'cs' or 'cr' (aliases resolved)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = dataset if dataset is not None else load_pixel_dataset(cfg.data, cfg.image_size, cfg.data_root, cfg.split)
@@ -259,7 +260,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     sampler = make_timestep_sampler(cfg.t_sampler, schedule, kappa=cfg.soft_kappa)
     targets = stage_sparsities(schedule.n_stages, cfg.sparsity_start, 0.0)
     mask = None
-    if cfg.sparsity == "cs":
+    if sparsity == "cs":
         mask = BottleneckMask(unet, n_active(bottleneck_channels(unet), targets[0]),
                               generator=torch.Generator().manual_seed(cfg.seed + 17))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
@@ -318,7 +319,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
             per_item = ((eps.float() - noise) ** 2).mean(dim=(1, 2, 3))
             w = min_snr_weights(train_sched, t, cfg.snr_gamma) if cfg.loss_weighting == "min_snr" else torch.ones_like(per_item)
             loss = (w * per_item).mean()
-            if cfg.sparsity == "cr":
+            if sparsity == "cr":
                 lam = cosine_lambda(progress, cfg.cr_lambda_max, 0.0)
                 loss = loss + lam * group_l1(conv_weights(raw_unet))
             accelerator.backward(loss)
@@ -347,7 +348,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         history.append(row)
         end_of_stage = epoch + 1 == schedule.first_epoch(stage) + schedule.epochs[stage]
         if end_of_stage:
-            stage_rows.append(_stage_report(cfg, schedule, stage, targets, mask, row, T))
+            stage_rows.append(_stage_report(sampler.name, sparsity, schedule, stage, targets, mask, row))
         if accelerator.is_main_process:
             write_csv(pd.DataFrame(history), run_dir / "metrics.csv")
             write_csv(pd.DataFrame(stage_rows, columns=_STAGE_COLUMNS), run_dir / "stages.csv")
@@ -383,13 +384,13 @@ _STAGE_COLUMNS = ["stage", "first_epoch", "epochs", "t_min_frac", "t_max_frac", 
                   "bottleneck_sparsity_reached", "conv_zero_channel_fraction", "channels_born", "cr_lambda_end", "loss"]
 
 
-def _stage_report(cfg, schedule: StageSchedule, stage: int, targets, mask, row: dict, T: int) -> dict:
+def _stage_report(sampler_name: str, sparsity: str, schedule: StageSchedule, stage: int, targets, mask, row: dict) -> dict:
     lo, hi = schedule.ranges()[stage]
     return {
         "stage": stage, "first_epoch": schedule.first_epoch(stage) + 1, "epochs": schedule.epochs[stage],
-        "t_min_frac": lo if cfg.t_sampler == "stages" else 0.0, "t_max_frac": hi,
+        "t_min_frac": lo if sampler_name == "stages" else 0.0, "t_max_frac": hi,
         "t_min": row["t_min"], "t_max": row["t_max"],
-        "target_sparsity": targets[stage] if cfg.sparsity == "cs" else 0.0,
+        "target_sparsity": targets[stage] if sparsity == "cs" else 0.0,
         "bottleneck_sparsity_reached": row["bottleneck_sparsity"],
         "conv_zero_channel_fraction": row["conv_zero_channel_fraction"],
         "channels_born": int((mask.born == stage).sum()) if mask is not None else 0,
