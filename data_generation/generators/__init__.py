@@ -44,5 +44,6 @@ def load_generator(model_id: str, device: str = "cpu", dtype: str = "fp32", name
 
 
 from . import diffusers_img2img  # noqa: E402,F401  (registers the backend)
+from . import pixel_ddpm  # noqa: E402,F401  (registers the pixel-space SDEdit backend)
 
 __all__ = ["GENERATORS", "GenerationBatch", "ImageGenerator", "ModelLoadError", "detect_generator", "load_generator"]

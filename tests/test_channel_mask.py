@@ -1,0 +1,96 @@
+"""CS masks: masked bottleneck channels are gated off and their parameters stay bit-identical under AdamW."""
+from __future__ import annotations
+
+import torch
+
+from training.channel_mask import BottleneckMask, _bottleneck_slices
+from training.diffusion_trainer import DiffusionTrainConfig, build_unet
+
+
+def _unet():
+    torch.manual_seed(0)
+    cfg = DiffusionTrainConfig(data="x", output_dir="x", block_out_channels=(16, 32), image_size=16)
+    return build_unet(cfg, num_classes=3).train()
+
+
+def _train(unet, mask, steps=4):
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-2, weight_decay=0.1)  # decay moves params even at zero grad
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(4, 3, 16, 16, generator=g)
+        t = torch.randint(0, 1000, (4,), generator=g)
+        y = torch.randint(0, 4, (4,), generator=g)
+        loss = (unet(x, t, class_labels=y).sample - x).pow(2).mean()
+        loss.backward()
+        mask.after_backward()
+        opt.step()
+        mask.after_step(opt)
+        opt.zero_grad()
+    return opt
+
+
+def _masked_slices(unet, mask):
+    masked = (~mask.active).nonzero().flatten()
+    out = {}
+    for name, p, dim in _bottleneck_slices(unet):
+        out[name] = p.detach().index_select(dim, masked).clone()
+    return out
+
+
+def test_masked_channels_stay_bit_identical_while_active_ones_train():
+    unet = _unet()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    assert mask.sparsity == 0.75
+    before = _masked_slices(unet, mask)
+    active = mask.active.nonzero().flatten()
+    prod = unet.mid_block.resnets[-1].conv2.weight
+    active_before = prod.detach()[active].clone()
+    _train(unet, mask)
+    after = _masked_slices(unet, mask)
+    assert set(before) >= {"mid.conv2.weight", "mid.conv2.bias", "up0.norm1.weight", "up0.norm1.bias", "up0.conv1.weight"}
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(active_before, prod.detach()[active])
+
+
+def test_an_activation_only_mask_lets_reserved_channels_train():
+    # the reference's bug: gating the activation alone leaves the consumers' slices of the channel training
+    unet = _unet()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0), block_parameters=False)
+    before = _masked_slices(unet, mask)
+    _train(unet, mask)
+    after = _masked_slices(unet, mask)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert "up0.norm1.bias" in changed and "up0.conv1.weight" in changed
+
+
+def test_output_ignores_the_producer_of_a_masked_channel():
+    unet = _unet().eval()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), torch.tensor([0, 1])
+    with torch.no_grad():
+        ref = unet(x, t, class_labels=y).sample
+        c_masked = int((~mask.active).nonzero()[0])
+        c_active = int(mask.active.nonzero()[0])
+        unet.mid_block.resnets[-1].conv2.weight[c_masked] += 1.0
+        assert torch.equal(unet(x, t, class_labels=y).sample, ref)
+        unet.mid_block.resnets[-1].conv2.weight[c_active] += 1.0
+        assert not torch.allclose(unet(x, t, class_labels=y).sample, ref)
+
+
+def test_regrowth_by_gradient_picks_the_highest_gate_gradients_and_records_birth():
+    unet = _unet()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    _train(unet, mask, steps=2)
+    scores = mask.scores.clone()
+    assert float(scores[~mask.active].sum()) > 0  # masked channels get a score from the gate's gradient
+    inactive = (~mask.active).nonzero().flatten()
+    best = inactive[torch.argsort(-scores[inactive], stable=True)[:8]].sort().values
+    new = mask.grow_to(16, stage=1, mode="gradient")
+    assert new.tolist() == best.tolist()
+    assert int(mask.active.sum()) == 16 and mask.sparsity == 0.5
+    assert (mask.born[new] == 1).all() and int((mask.born == 0).sum()) == 8 and int((mask.born == -1).sum()) == 16
+    # the newly born channels now train; the still-masked ones stay frozen
+    before = _masked_slices(unet, mask)
+    _train(unet, mask, steps=2)
+    assert all(torch.equal(before[n], v) for n, v in _masked_slices(unet, mask).items())
