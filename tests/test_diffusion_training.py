@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from curriculum.sparsity import group_l1
-from pixel_helpers import digits_subset, tiny_config, train_tiny
+from .pixel_helpers import digits_subset, tiny_config, train_tiny
 from training import train_diffusion as cli
 from training.diffusion_trainer import bucket_edges, conv_weights, min_snr_weights, build_schedulers
 

@@ -11,7 +11,7 @@ from data_generation.generate import GenerationConfig, run_generation
 from data_generation.generators import GenerationBatch, detect_generator, load_generator
 from data_generation.generators.pixel_pipeline import ClassConditionalPixelPipeline, sdedit_timesteps
 from data_generation.plan import MANIFEST_COLUMNS
-from pixel_helpers import digits_in_memory, train_tiny
+from .pixel_helpers import digits_in_memory, train_tiny
 
 
 @pytest.fixture(scope="module")
