@@ -139,7 +139,8 @@ def plot_spectrum_grid(
             ax.text(0.5, 0.5, "missing /\nunreadable", ha="center", va="center", fontsize=7, transform=ax.transAxes)
         else:
             img.thumbnail((thumb, thumb))
-            ax.imshow(np.asarray(img))
+            # tiny images (8-32 px) shown as pixels, not as a blur
+            ax.imshow(np.asarray(img), interpolation="nearest" if max(img.size) < 64 else "antialiased")
         ax.set_title(title, fontsize=7)
         if color:
             for spine in ax.spines.values():

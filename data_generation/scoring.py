@@ -313,7 +313,9 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
             status.append("ok")
     scores = rows.drop(columns=["syn_file", "real_file"]).copy()
     scores["clip_img_sim"] = rowwise_cosine(syn, real)
-    scores["clip_txt_sim"] = rowwise_cosine(syn, txt)
+    # a backend may define its own image-text score (the offline probe: a class probability); CLIP: cosine
+    text_similarity = getattr(scorer, "text_similarity", None) or rowwise_cosine
+    scores["clip_txt_sim"] = text_similarity(syn, txt) if len(rows) else np.zeros(0)
     scores["keep"] = keep_mask(scores["clip_txt_sim"], scores["clip_img_sim"], cfg.threshold, cfg.img_threshold)
     scores["keep"] &= np.array([s == "ok" for s in status], dtype=bool)
     scores["score_status"] = status

@@ -29,6 +29,6 @@ def load_scorer(
     return cls.from_pretrained(model or default_model(backend), pretrained=pretrained, device=device, dtype=dtype)
 
 
-from . import hf_clip, openclip_scorer  # noqa: F401  (register the backends)
+from . import hf_clip, openclip_scorer, probe  # noqa: F401  (register the backends)
 
 __all__ = ["SCORERS", "ClipScorer", "ScorerLoadError", "default_model", "load_scorer", "resolve_dtype"]
