@@ -82,6 +82,38 @@ def test_openai_endpoint_validates_and_resumes(tmp_path, chat_server, monkeypatc
     assert all("zebra" in c[0] for c in FakeChat.calls)  # cheetah was not asked again
 
 
+def test_openai_without_a_key_fails_at_once_naming_the_variable(tmp_path, monkeypatch, capsys):
+    """OpenAI's endpoint and no key: exit 2 before any class is asked, naming the environment variable."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["a.jpg", "b.jpg"], "label": [0, 1],
+                  "label_name": ["cheetah", "zebra"]}).to_csv(table, index=False)
+    out = tmp_path / "prompts.json"
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "api.openai.com" in err and not out.exists()
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_key_env", "MY_LLM_KEY"]) == 2
+    assert "MY_LLM_KEY" in capsys.readouterr().err
+
+
+def test_local_server_needs_no_key_and_a_named_key_variable_is_sent(tmp_path, chat_server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label": [0], "label_name": ["cheetah"]}).to_csv(table, index=False)
+    out = tmp_path / "prompts.json"
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server]) == 0
+    assert len(json.loads(out.read_text())["cheetah"]) == 10
+    assert FakeChat.calls[0][1] is None  # no key: no Authorization header at all
+    FakeChat.calls = []
+    monkeypatch.setenv("MY_LLM_KEY", "sk-local")
+    out.unlink()
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server,
+                                 "--api_key_env", "MY_LLM_KEY"]) == 0
+    assert FakeChat.calls[0][1] == "Bearer sk-local"
+
+
 def test_local_transformers_model_goes_through_validation(tmp_path):
     """A tiny random GPT-2 saved to a folder loads through the real pipeline; its babble is rejected."""
     from transformers import GPT2Config, GPT2LMHeadModel
