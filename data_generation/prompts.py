@@ -118,13 +118,19 @@ class OpenAIChat:
 @LANGUAGE_MODELS.register("transformers")
 @dataclass
 class LocalTextGeneration:
-    """A local transformers text-generation model (a hub id in the cache or a folder)."""
+    """A local transformers text-generation model (a hub id in the cache or a folder).
+
+    Sampling is seeded per attempt: the k-th time the same prompt is asked (k = 0, 1, ...) it samples with
+    seed `seed + k`, so a retry after a rejected answer gets a different answer, and a fresh run asks the
+    same sequence again (deterministic).
+    """
 
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     max_new_tokens: int = 600
     device: str | None = None
     seed: int = 0
     _pipe: object = field(default=None, init=False, repr=False)
+    _attempts: dict = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, prompt: str) -> str:
         """Return the generated continuation of `prompt` (chat template applied when the tokenizer has one)."""
@@ -132,7 +138,9 @@ class LocalTextGeneration:
 
         if self._pipe is None:
             self._pipe = pipeline("text-generation", model=self.model, device=self.device)
-        set_seed(self.seed)
+        attempt = self._attempts.get(prompt, 0)
+        self._attempts[prompt] = attempt + 1
+        set_seed(self.seed + attempt)
         tok = self._pipe.tokenizer
         text = prompt
         if getattr(tok, "chat_template", None):
