@@ -94,7 +94,11 @@ def score_random(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
 
 
 def run_scorers(names: list[str], table: pd.DataFrame, opts: ScorerOptions) -> list[pd.DataFrame]:
-    """Return the score frames of the named scorers (keyed by sample_id), in order."""
+    """Return the score frames of the named scorers (keyed by sample_id), in order.
+
+    A column that an earlier scorer already wrote is renamed `<scorer>_<column>` (e.g. `checkpoint_true_prob`
+    when zero_shot_clip ran first); ranking and rules resolve it by its base name (difficulty.base_score_name).
+    """
     frames = []
     for name in names:
         frame = DIFFICULTY_SCORERS.get(name)(table, opts)

@@ -99,7 +99,8 @@ def test_quantile_tail_and_combine_rules():
     assert both[both].index.tolist() == ["s009"]
     with pytest.raises(ValueError, match="--bottom_q nope=0.1: no score column"):
         select_hard(scored, HardRule(bottom_q={"nope": 0.1}))
-    assert HardRule(misclassified=True, tail_only=True).describe() == "misclassified, among classes with <= 19 samples"
+    assert (HardRule(misclassified=True, tail_only=True).describe()
+            == "misclassified (by any classifier scorer), among classes with <= 19 samples")
 
 
 def test_scores_must_align_by_sample_id():
@@ -224,3 +225,39 @@ def test_prototype_scorer_uses_curriculum_prototypes(tmp_path):
     feats, _ = PretrainedModelExtractor(model).extract(SampleImages(table, create_transform(**cfg)))
     direct = fit_prototypes(feats, n_clusters=2, seed=0).distances
     np.testing.assert_allclose(full.loc[table["sample_id"], "prototype_distance"].to_numpy(), direct, rtol=1e-5)
+
+
+def test_prefixed_columns_of_a_second_scorer_rank_like_their_base_score():
+    """`checkpoint_true_prob` (the name a second classifier scorer's column gets) ranks like `true_prob`."""
+    from data_generation.difficulty import base_score_name, correctness_columns
+
+    assert base_score_name("checkpoint_true_prob") == "true_prob"
+    assert base_score_name("zero_shot_clip_loss") == "loss"
+    assert base_score_name("prototype_prototype_cluster") == "prototype_cluster"
+    assert base_score_name("my_margin") == "my_margin"  # a user's column keeps its name
+    scores = pd.DataFrame({"true_prob": [0.9, 0.1, 0.5], "checkpoint_true_prob": [0.9, 0.1, 0.5],
+                           "checkpoint_loss": -np.log([0.9, 0.1, 0.5]), "correct": [True, False, True],
+                           "checkpoint_correct": [True, True, False]}, index=["a", "b", "c"])
+    ranks = rank_normalise(scores)
+    assert ranks["checkpoint_true_prob_rank"].tolist() == ranks["true_prob_rank"].tolist() == [0.0, 1.0, 0.5]
+    assert ranks["checkpoint_loss_rank"].tolist() == [0.0, 1.0, 0.5]
+    assert ranks.loc["c", "checkpoint_correct_rank"] == 1.0  # wrong = hardest
+    assert correctness_columns(scores.columns) == ["correct", "checkpoint_correct"]
+
+
+def test_misclassified_with_two_classifier_scorers():
+    """Default: wrong under any classifier; `misclassified_by` picks columns; the rule text names them."""
+    table, cls = _scores()
+    second = cls.copy()
+    second["correct"] = True
+    second.loc[["s002", "s005"], "correct"] = False
+    scored = join_scores(table, cls, second.add_prefix("checkpoint_"))
+    anyone = select_hard(scored, HardRule(misclassified=True))
+    assert anyone[anyone].index.tolist() == ["s002", "s005", "s009"]
+    only = select_hard(scored, HardRule(misclassified=True, misclassified_by=("checkpoint_correct",)))
+    assert only[only].index.tolist() == ["s002", "s005"]
+    resolved = HardRule(misclassified=True).resolve(scored.columns)
+    assert resolved.describe() == "misclassified (any of correct, checkpoint_correct is false)"
+    assert HardRule(misclassified=True).resolve(cls.columns).describe() == "misclassified (correct is false)"
+    with pytest.raises(ValueError, match="--misclassified checkpoint_loss: not a correctness column"):
+        select_hard(scored, HardRule(misclassified=True, misclassified_by=("checkpoint_loss",)))
