@@ -15,13 +15,15 @@ metadata), a per-class summary CSV and the Spearman table between scorers.
 
 `--misclassified` alone: wrong under any classifier scorer's correctness column (`correct`, and e.g.
 `checkpoint_correct` when a second classifier scorer ran); `--misclassified checkpoint_correct` uses only the
-named column(s).
+named column(s). `--tail_only` counts a class's training samples from the table's `train_count` column when
+it has one (ImageNet-LT: from `--train_list`), else in the table being mined.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -34,6 +36,9 @@ from data_generation.datasets import DATASETS  # noqa: E402
 from data_generation.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
 from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
 from data_generation.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
+
+#: the per-sample column holding its class's training count (the ImageNet-LT loader writes it)
+TRAIN_COUNT = "train_count"
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, float]:
@@ -98,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top_q", nargs="+", metavar="COL=Q", help="the fraction Q with the largest COL")
     r.add_argument("--flag_column", default=None, help="a boolean column of the table that marks hard samples")
     r.add_argument("--tail_only", action="store_true", help="candidates are the tail classes only")
-    r.add_argument("--tail_max_count", type=int, default=19, help="tail = classes with at most this many samples")
+    r.add_argument("--tail_max_count", type=int, default=19,
+                   help="tail = classes with at most this many training samples (the table's train_count column "
+                        "when it has one, else counted in the mined table)")
     r.add_argument("--combine", default="any", choices=["any", "all"])
     o = p.add_argument_group("output")
     o.add_argument("--output_csv", required=True, help="hard-sample CSV for gene_img.py")
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         flag_column=args.flag_column, tail_only=args.tail_only, tail_max_count=args.tail_max_count,
                         combine=args.combine)
         table = load_dataset(args)
+        if rule.tail_only and TRAIN_COUNT in table.columns:
+            rule = replace(rule, count_column=TRAIN_COUNT)
         names = read_class_names(args.class_names) if args.class_names else None
         n_classes, class_names = class_name_list(table, names)
         templates = read_prompt_templates(args.templates or ("iwildcam" if args.dataset == "iwildcam" else "imagenet"))

@@ -24,8 +24,9 @@ class HardRule:
     """Which samples are hard. Criteria are combined with `combine` ('any' or 'all') among the candidates.
 
     Candidates are all samples, or only those of tail classes (`tail_only`: classes with at most
-    `tail_max_count` samples in `count_column`'s table, i.e. the training split). With no criterion every
-    candidate is hard.
+    `tail_max_count` training samples). A class's count is read from `count_column` (a per-sample column
+    holding its class's training count, e.g. the ImageNet-LT loader's `train_count`); without one the
+    samples of the table being mined are counted. With no criterion every candidate is hard.
     `misclassified`: wrong under at least one of the correctness columns `misclassified_by` (empty: every
     correctness column of the table, i.e. misclassified by any classifier scorer). `bottom_q`/`top_q` map a
     score column to a fraction q: the ceil(q * n) candidates with the smallest/largest values (ties broken
@@ -39,6 +40,7 @@ class HardRule:
     flag_column: str | None = None
     tail_only: bool = False
     tail_max_count: int = 19
+    count_column: str | None = None
     combine: str = "any"
 
     def validate(self, columns) -> None:
@@ -61,6 +63,8 @@ class HardRule:
                 raise ValueError(f"--misclassified {' '.join(bad)}: not a correctness column; available: {correct}")
         if self.flag_column and self.flag_column not in columns:
             raise ValueError(f"--flag_column {self.flag_column!r} is not a column of the table")
+        if self.tail_only and self.count_column and self.count_column not in columns:
+            raise ValueError(f"--tail_only: class-count column {self.count_column!r} is not a column of the table")
 
     def resolve(self, columns) -> "HardRule":
         """Return the rule with `misclassified_by` naming the correctness columns it uses (so it is recorded)."""
@@ -81,7 +85,21 @@ class HardRule:
         if self.flag_column:
             parts.append(f"{self.flag_column} is true")
         crit = f" {'or' if self.combine == 'any' else 'and'} ".join(parts) or "every sample"
-        return crit + (f", among classes with <= {self.tail_max_count} samples" if self.tail_only else "")
+        if not self.tail_only:
+            return crit
+        where = f"training samples ({self.count_column})" if self.count_column else "samples in the mined table"
+        return crit + f", among classes with <= {self.tail_max_count} {where}"
+
+
+def class_counts_from_column(scores: pd.DataFrame, column: str) -> pd.Series:
+    """Return label -> class count read from a per-sample count column; a label with two counts is an error."""
+    per_label = scores.groupby("label")[column]
+    spread = per_label.nunique()
+    if (spread > 1).any():
+        y = spread.index[spread > 1][0]
+        raise ValueError(f"column {column!r} gives label {y} different class counts: "
+                         f"{sorted(scores.loc[scores['label'] == y, column].unique().tolist())}")
+    return per_label.first()
 
 
 def _extreme(values: pd.Series, q: float, largest: bool) -> pd.Series:
@@ -95,13 +113,18 @@ def select_hard(scores: pd.DataFrame, rule: HardRule, class_counts: pd.Series | 
     """Return a boolean Series (index: sample_id) marking the hard samples under `rule`.
 
     `scores` is indexed by sample_id with a `label` column and the score columns. `class_counts` maps a
-    label to its number of training samples (default: counted in `scores`).
+    label to its number of training samples (default: `rule.count_column`, else counted in `scores`).
     """
     rule.validate(scores.columns)
     rule = rule.resolve(scores.columns)
-    counts = class_counts if class_counts is not None else scores["label"].value_counts()
     candidates = scores
     if rule.tail_only:
+        if class_counts is not None:
+            counts = class_counts
+        elif rule.count_column:
+            counts = class_counts_from_column(scores, rule.count_column)
+        else:
+            counts = scores["label"].value_counts()
         candidates = scores[scores["label"].map(counts).fillna(0) <= rule.tail_max_count]
     masks = []
     if rule.misclassified:

@@ -100,7 +100,9 @@ def test_quantile_tail_and_combine_rules():
     with pytest.raises(ValueError, match="--bottom_q nope=0.1: no score column"):
         select_hard(scored, HardRule(bottom_q={"nope": 0.1}))
     assert (HardRule(misclassified=True, tail_only=True).describe()
-            == "misclassified (by any classifier scorer), among classes with <= 19 samples")
+            == "misclassified (by any classifier scorer), among classes with <= 19 samples in the mined table")
+    assert (HardRule(tail_only=True, count_column="train_count").describe()
+            == "every sample, among classes with <= 19 training samples (train_count)")
 
 
 def test_scores_must_align_by_sample_id():
@@ -145,7 +147,7 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     hard = read_sample_table(out_csv, data_root=tmp_path / "lt")
     assert hard.attrs["layout"] == "imagenet_lt" and sorted(hard["label"].unique()) == [1, 2] and len(hard) == 5
     assert all(__import__("pathlib").Path(p).is_file() for p in hard["source_path"])
-    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 samples"
+    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 training samples (train_count)"
 
     make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
     weights = tmp_path / "clf.safetensors"
@@ -261,3 +263,34 @@ def test_misclassified_with_two_classifier_scorers():
     assert HardRule(misclassified=True).resolve(cls.columns).describe() == "misclassified (correct is false)"
     with pytest.raises(ValueError, match="--misclassified checkpoint_loss: not a correctness column"):
         select_hard(scored, HardRule(misclassified=True, misclassified_by=("checkpoint_loss",)))
+
+
+def test_tail_rule_counts_the_training_split_not_the_mined_table(tmp_path):
+    """ImageNet-LT val list mined with --train_list: tail classes are those with few *training* images."""
+    from data_generation import mine_hard
+
+    train = make_fake_imagenet_lt(tmp_path / "train", {0: 25, 1: 3, 2: 30})
+    val = make_fake_imagenet_lt(tmp_path / "val", {0: 2, 1: 2, 2: 2}, seed=1)
+    out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
+    argv = ["--dataset", "imagenet_lt", "--data", str(val), "--data_root", str(tmp_path / "val"), "--scorers", "random",
+            "--tail_only", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]
+    assert mine_hard.main(argv + ["--train_list", str(train)]) == 0
+    full = pd.read_parquet(out_pq)
+    assert sorted(full.loc[full["hard"], "label"].unique()) == [1] and full["hard"].sum() == 2
+    assert full.groupby("label")["train_count"].first().to_dict() == {0: 25, 1: 3, 2: 30}
+    meta = read_parquet_metadata(out_pq)
+    assert meta["rule"]["count_column"] == "train_count"
+    # without the training list every class of the 6-image val list is a tail class
+    assert mine_hard.main(argv) == 0
+    assert pd.read_parquet(out_pq)["hard"].sum() == 6
+    # a table without train_count: counted in the table being mined
+    scored = join_scores(*_scores())
+    tail = select_hard(scored, HardRule(tail_only=True, tail_max_count=10))
+    assert tail.sum() == 40
+    table, cls = _scores()
+    table["train_count"] = table["label"].map({0: 100, 1: 5, 2: 100, 3: 100})
+    tail = select_hard(join_scores(table, cls), HardRule(tail_only=True, count_column="train_count"))
+    assert set(table.set_index("sample_id").loc[tail[tail].index, "label"]) == {1}
+    table.loc[0, "train_count"] = 7
+    with pytest.raises(ValueError, match="'train_count' gives label 0 different class counts"):
+        select_hard(join_scores(table, cls), HardRule(tail_only=True, count_column="train_count"))
