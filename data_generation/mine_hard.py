@@ -11,7 +11,8 @@
 
 Writes the hard-sample CSV in the DisCL layout the dataset calls for (gene_img.py reads it unchanged), a
 Parquet table of every sample with all scores, their ranks, the ensemble and a `hard` flag (the rule in its
-metadata), a per-class summary CSV and the Spearman table between scorers.
+metadata), `<scores_parquet stem>.per_class.csv` (hard / total per class) and, with at least two score
+columns, `<scores_parquet stem>.spearman.csv` (the Spearman correlation between them, also printed).
 
 `--misclassified` alone: wrong under any classifier scorer's correctness column (`correct`, and e.g.
 `checkpoint_correct` when a second classifier scorer ran); `--misclassified checkpoint_correct` uses only the
@@ -152,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rule: {rule.describe()}")
     print(f"hard: {int(hard.sum())} of {len(hard)} samples -> {res.hard_csv} ({layout} layout)")
     print(res.summary.head(20).to_string(index=False))
+    written = f"all scores: {res.scores_parquet}; per-class summary: {summary_path}"
     if not res.correlations.empty:
+        spearman_path = Path(args.scores_parquet).with_suffix(".spearman.csv")
+        write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
         print("\nSpearman correlation between scorers:\n" + res.correlations.round(3).to_string())
-    print(f"\nall scores: {res.scores_parquet}; per-class summary: {summary_path}")
+        written += f"; Spearman table: {spearman_path}"
+    print("\n" + written)
     return 0
 
 

@@ -161,6 +161,13 @@ def join_scores(table: pd.DataFrame, *score_frames: pd.DataFrame) -> pd.DataFram
 
 @dataclass
 class MiningResult:
+    """What write_mining_outputs wrote and computed.
+
+    `scores`: every sample with its scores, ranks, `ensemble` and `hard`; `hard_csv`, `scores_parquet`: the
+    files written; `summary`: hard / total per class; `correlations`: the Spearman table between score
+    columns (empty with fewer than two).
+    """
+
     scores: pd.DataFrame
     hard_csv: Path
     scores_parquet: Path

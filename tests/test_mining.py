@@ -147,6 +147,7 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     hard = read_sample_table(out_csv, data_root=tmp_path / "lt")
     assert hard.attrs["layout"] == "imagenet_lt" and sorted(hard["label"].unique()) == [1, 2] and len(hard) == 5
     assert all(__import__("pathlib").Path(p).is_file() for p in hard["source_path"])
+    assert not out_pq.with_suffix(".spearman.csv").exists()  # one score column: nothing to correlate
     assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 training samples (train_count)"
 
     make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
@@ -160,6 +161,9 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     assert full["hard"].sum() == 2
     assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
     np.testing.assert_allclose(full["loss"], -np.log(full["true_prob"]), rtol=1e-6)
+    corr = pd.read_csv(tmp_path / "scores.spearman.csv", index_col=0)
+    assert list(corr.columns) == list(corr.index) == ["true_prob", "loss", "margin", "correct", "random"]
+    assert corr.loc["true_prob", "loss"] == pytest.approx(-1.0) and corr.loc["random", "random"] == pytest.approx(1.0)
     assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "random",
                            "--bottom_q", "true_prob", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 2
 
