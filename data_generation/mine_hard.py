@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        for flag in ("--output_csv", "--scores_parquet"):
+            out = Path(getattr(args, flag[2:]))
+            if Path(args.data).is_file() and out.resolve() == Path(args.data).resolve():
+                raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
         rule = HardRule(misclassified=args.misclassified is not None, misclassified_by=tuple(args.misclassified or ()),
                         bottom_q=_pairs(args.bottom_q, "--bottom_q"), top_q=_pairs(args.top_q, "--top_q"),
                         flag_column=args.flag_column, tail_only=args.tail_only, tail_max_count=args.tail_max_count,

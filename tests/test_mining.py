@@ -187,11 +187,14 @@ def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
         assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
                                "--split", "", "--scorers", "zero_shot_clip", "--clip_backend", "transformers",
                                "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic", "--bottom_q",
-                               "true_prob=0.34", "--output_csv", str(tmp_path / f"{src.stem}.csv"),
+                               "true_prob=0.34", "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"),
                                "--scores_parquet", str(pq)]) == 0
         outs.append(pd.read_parquet(pq).set_index("sample_id").sort_index())
     pd.testing.assert_series_equal(outs[0]["true_prob"], outs[1]["true_prob"], rtol=1e-6)
     assert outs[0]["hard"].equals(outs[1]["hard"]) and outs[0]["hard"].sum() == 3
+    assert mine_hard.main(["--dataset", "table", "--data", str(csv), "--data_root", str(tmp_path / "imgs"),
+                           "--scorers", "random", "--output_csv", str(csv), "--scores_parquet", str(pq)]) == 2
+    assert len(pd.read_csv(csv)) == 6  # the input table was not overwritten
     scorer = load_scorer("transformers", str(tiny_hf_clip_dir))
     text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
     img = scorer.embed_images([Image.open(tmp_path / "imgs" / "dog" / "dog_1.png").convert("RGB")])
