@@ -301,3 +301,113 @@ def test_tail_rule_counts_the_training_split_not_the_mined_table(tmp_path):
     table.loc[0, "train_count"] = 7
     with pytest.raises(ValueError, match="'train_count' gives label 0 different class counts"):
         select_hard(join_scores(table, cls), HardRule(tail_only=True, count_column="train_count"))
+
+
+def test_mine_hard_with_the_tiny_open_clip_zero_shot_scorer(tmp_path, tiny_open_clip_dir):
+    """open_clip backend through mine_hard equals a direct zero-shot computation with the same model."""
+    from PIL import Image
+
+    from data_generation import mine_hard
+    from data_generation.scorers import load_scorer
+
+    make_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    pq = tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "zero_shot_clip",
+                           "--clip_backend", "open_clip", "--clip_model", str(tiny_open_clip_dir), "--templates",
+                           "generic", "--bottom_q", "true_prob=0.5", "--output_csv", str(tmp_path / "hard.csv"),
+                           "--scores_parquet", str(pq)]) == 0
+    full = pd.read_parquet(pq).set_index("sample_id")
+    assert full["hard"].sum() == 3
+    assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
+    scorer = load_scorer("open_clip", str(tiny_open_clip_dir))
+    text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)
+    for sid, label in (("cat_0", 0), ("dog_2", 1)):
+        img = scorer.embed_images([Image.open(tmp_path / "imgs" / sid.split("_")[0] / f"{sid}.png").convert("RGB")])
+        logits = 100.0 * img @ text.T
+        p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert full.loc[sid, "true_prob"] == pytest.approx(float(p[0, label]), abs=1e-5)
+        assert bool(full.loc[sid, "correct"]) == (int(p.argmax()) == label)
+
+
+def test_mine_hard_on_wilds_iwildcam_round_trips_into_gene_img_reader(tmp_path):
+    """The hard CSV mined from the fake WILDS tree reads back (gene_img's reader) with the same ids and labels,
+    and its paths resolve against <root>/iwildcam_v2.0 (not <root>)."""
+    from pathlib import Path
+
+    from data_generation import mine_hard
+
+    make_fake_iwildcam(tmp_path / "wilds")
+    out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "iwildcam", "--data", str(tmp_path / "wilds"), "--scorers", "random",
+                           "--bottom_q", "random=0.5", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    full = pd.read_parquet(out_pq)
+    assert len(full) == 12 and set(full["split"]) == {"train"} and full["hard"].sum() == 6
+    assert out_csv.read_text().splitlines()[0] == ",label id,label name,filepath,img_name"
+    back = read_sample_table(out_csv, data_root=tmp_path / "wilds" / "iwildcam_v2.0")
+    assert back.attrs["layout"] == "iwildcam"
+    expected = full[full["hard"]].set_index("sample_id")[["label", "label_name", "filepath"]].sort_index()
+    got = back.set_index("sample_id")[["label", "label_name", "filepath"]].sort_index()
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert all(Path(p).is_file() for p in back["source_path"])
+    assert not any(Path(p).is_file() for p in read_sample_table(out_csv, data_root=tmp_path / "wilds")["source_path"])
+
+
+def test_planted_misclassified_sample_through_a_real_classifier_and_two_classifier_scorers(tmp_path, tiny_hf_clip_dir):
+    """A tiny timm classifier fitted to the true labels disagrees with exactly the one relabelled sample.
+
+    Zero-shot CLIP runs first, so the checkpoint's columns are `checkpoint_*`: they must rank in the direction
+    of their base score, and the ensemble must average correctly directed ranks. Shuffled input, same result.
+    """
+    from data_generation import mine_hard
+
+    from .fakes import save_fitted_classifier
+
+    make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4, "owl": 4})
+    table = load_image_folder(tmp_path / "imgs")
+    weights = save_fitted_classifier(table, tmp_path / "clf.safetensors")
+    relabelled = table.drop(columns="source_path")
+    relabelled.loc[relabelled["sample_id"] == "dog_2", ["label", "label_name"]] = [2, "owl"]  # the planted error
+    csvs = {"table": tmp_path / "t.csv", "shuffled": tmp_path / "s.csv"}
+    relabelled.to_csv(csvs["table"], index=False)
+    relabelled.sample(frac=1, random_state=0).to_csv(csvs["shuffled"], index=False)
+
+    def mine(src, *rule):
+        pq = tmp_path / f"scores_{src.stem}.parquet"
+        assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
+                               "--split", "", "--scorers", "zero_shot_clip", "checkpoint", "--clip_backend",
+                               "transformers", "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic",
+                               "--classifier_arch", "test_resnet", "--classifier_weights", str(weights), *rule,
+                               "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"), "--scores_parquet", str(pq)]) == 0
+        return pd.read_parquet(pq).set_index("sample_id").sort_index(), pq
+
+    full, pq = mine(csvs["table"], "--misclassified", "checkpoint_correct")
+    assert full.index[full["hard"]].tolist() == ["dog_2"]
+    assert full.loc["dog_2", "checkpoint_true_prob_rank"] == 1.0
+    assert read_parquet_metadata(pq)["rule_text"] == "misclassified (checkpoint_correct is false)"
+    shuffled, _ = mine(csvs["shuffled"], "--misclassified", "checkpoint_correct")
+    # (batch order moves float32 CLIP outputs by ~1e-7)
+    pd.testing.assert_frame_equal(full, shuffled, atol=1e-5)
+
+    # directions: a lower true-class probability or margin is harder, a higher loss is harder
+    n = len(full)
+    direction = {"true_prob": False, "loss": True, "margin": False, "correct": False}
+    expected = []
+    for prefix in ("", "checkpoint_"):
+        for base, larger_is_harder in direction.items():
+            col = prefix + base
+            rank = (full[col].astype(float).rank(ascending=larger_is_harder) - 1) / (n - 1)
+            pd.testing.assert_series_equal(full[f"{col}_rank"], rank, check_names=False)
+            expected.append(rank)
+    pd.testing.assert_series_equal(full["ensemble"], pd.concat(expected, axis=1).mean(axis=1), check_names=False)
+
+    # --misclassified alone: wrong under either classifier; the Spearman table is written beside the Parquet
+    full, pq = mine(csvs["table"], "--misclassified")
+    assert len(full) == 12
+    wrong = ~(full["correct"].astype(bool) & full["checkpoint_correct"].astype(bool))
+    assert full["hard"].equals(wrong.rename("hard")) and full.loc["dog_2", "hard"]
+    assert read_parquet_metadata(pq)["rule_text"] == "misclassified (any of correct, checkpoint_correct is false)"
+    corr = pd.read_csv(pq.with_suffix(".spearman.csv"), index_col=0)
+    assert list(corr.index) == list(corr.columns) and "checkpoint_true_prob" in corr.columns
+    assert corr.loc["checkpoint_true_prob", "checkpoint_loss"] == pytest.approx(-1.0)
+    np.testing.assert_allclose(np.diag(corr.to_numpy()), 1.0)
