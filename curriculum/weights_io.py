@@ -1,10 +1,13 @@
 """Loading model weights without unpickling objects, shared by mining (a classifier scorer) and training."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -26,24 +29,58 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def create_timm_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None
-                           ) -> tuple[torch.nn.Module, Callable, Callable]:
+def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    classifier = model.pretrained_cfg.get("classifier", "fc")
+    names = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+    return tuple(f"{n}." for n in names)
+
+
+def head_num_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> int | None:
+    """Return the number of classes of the classifier head stored in `state` for `model`'s architecture.
+
+    The head is the module timm names in `pretrained_cfg['classifier']`; None when `state` has no head.
+    """
+    for prefix in _head_prefixes(model):
+        w = state.get(prefix + "weight")
+        if w is not None and w.ndim >= 1:
+            return int(w.shape[0])
+    return None
+
+
+def create_timm_classifier(arch: str, num_classes: int | None, weights: str | None = None, img_size: int | None = None,
+                           allow_new_head: bool = False) -> tuple[torch.nn.Module, Callable, Callable]:
     """Return (timm `arch` with `num_classes` outputs, its train transform, its eval transform).
 
-    `weights` (optional) is loaded with `read_state_dict`; a classifier head trained for another number of
-    classes is dropped and re-initialised, any other mismatch is an error naming the file.
+    `weights` (optional) is loaded with `read_state_dict`. `num_classes` None takes the class count from the
+    weights file's classifier head. A head trained for another number of classes (or missing from the file)
+    is an error naming the file and both class counts, unless `allow_new_head` (fine-tuning to new classes):
+    then it is re-initialised at random and a warning is logged. Any other mismatch is an error naming the file.
     """
     import timm
     from timm.data import create_transform, resolve_data_config
 
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    if weights:
-        state = read_state_dict(weights)
-        prefix = model.pretrained_cfg.get("classifier", "fc") + "."
+    state = read_state_dict(weights) if weights else None
+    if num_classes is None and state is None:
+        raise ValueError(f"{arch}: the number of classes is needed when no weights file is given")
+    model = timm.create_model(arch, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes}))
+    if state is not None:
+        file_classes = head_num_classes(state, model)
+        if num_classes is None:
+            if file_classes is None:
+                raise ValueError(f"{weights}: has no classifier head for {arch} ({_head_prefixes(model)[0]}weight), "
+                                 "so the number of classes must be given")
+            model.reset_classifier(file_classes)
+        prefixes = _head_prefixes(model)
         own = model.state_dict()
-        state = {k: v for k, v in state.items() if not (k.startswith(prefix) and k in own and v.shape != own[k].shape)}
+        if file_classes != model.num_classes:
+            what = f"a classifier head for {file_classes} classes" if file_classes is not None else "no classifier head"
+            msg = f"{weights}: has {what}, but {arch} is built for {model.num_classes} classes"
+            if not allow_new_head:
+                raise ValueError(msg + " (pass the weights trained on this label set)")
+            log.warning("%s; the head is re-initialised at random (fine-tuning to new classes)", msg)
+            state = {k: v for k, v in state.items() if not (k.startswith(prefixes) and k in own and v.shape != own[k].shape)}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        body_missing = [k for k in missing if not k.startswith(prefix)]
+        body_missing = [k for k in missing if not k.startswith(prefixes)]
         if unexpected or body_missing:
             raise ValueError(f"{weights}: does not fit {arch} (missing {body_missing[:5]}, unexpected {unexpected[:5]})")
     cfg = resolve_data_config({}, model=model)

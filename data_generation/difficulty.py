@@ -8,6 +8,10 @@ Scorers (registry `DIFFICULTY_SCORERS`, chosen by name in mine_hard.py):
 * `predefined` (a column of the user's table) and `random` (seeded) baselines.
 
 Plus rank normalisation to [0, 1], an ensemble (mean of ranks) and a Spearman correlation table.
+
+When two scorers write the same column (two classifier scorers both write `true_prob`, ...), run_scorers keeps
+the first one's name and prefixes the later one's with its scorer name (`checkpoint_true_prob`); such a column
+takes the direction of its base score (`base_score_name`).
 """
 from __future__ import annotations
 
@@ -30,6 +34,38 @@ HARDER_IF_LARGER = {"true_prob": False, "loss": True, "margin": False, "correct"
                     "prototype_distance": True, "random": True}
 #: columns scorers write that are not difficulties (kept in the outputs, never ranked or correlated)
 NON_SCORE_COLUMNS = {"prototype_cluster"}
+
+
+def base_score_name(column: str) -> str:
+    """Return the score a column holds: `column`, or `base` for `<scorer>_<base>` (e.g. `checkpoint_true_prob`).
+
+    Only a registered scorer's name followed by a known score (or non-score) column is stripped, so a user's
+    own column (`--predefined_column`) keeps its name.
+    """
+    if column in HARDER_IF_LARGER or column in NON_SCORE_COLUMNS:
+        return column
+    from . import scorer_runs  # noqa: F401  (registers the scorers whose names prefix clashing columns)
+
+    for scorer in sorted(DIFFICULTY_SCORERS.names(), key=len, reverse=True):
+        rest = column[len(scorer) + 1:]
+        if column.startswith(scorer + "_") and (rest in HARDER_IF_LARGER or rest in NON_SCORE_COLUMNS):
+            return rest
+    return column
+
+
+def harder_if_larger(column: str) -> bool:
+    """Return whether a larger value of `column` means harder, by its base score (unknown columns: True)."""
+    return HARDER_IF_LARGER.get(base_score_name(column), True)
+
+
+def is_score_column(column: str) -> bool:
+    """Return whether `column` is a known difficulty score (or a prefixed copy of one), not e.g. a cluster id."""
+    return base_score_name(column) in HARDER_IF_LARGER
+
+
+def correctness_columns(columns: Iterable[str]) -> list[str]:
+    """Return the classifier-correctness columns among `columns` (`correct`, `checkpoint_correct`, ...), in order."""
+    return [c for c in columns if base_score_name(c) == "correct"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -55,13 +91,17 @@ def classifier_scores(probs: np.ndarray, labels: np.ndarray, index: Sequence[str
     }, index=pd.Index(index, name="sample_id") if index is not None else None)
 
 
-def rank_normalise(scores: pd.DataFrame, harder_if_larger: dict[str, bool] | None = None) -> pd.DataFrame:
-    """Return each column as a difficulty rank in [0, 1] (1 = hardest; ties share their mean rank)."""
-    harder = {**HARDER_IF_LARGER, **(harder_if_larger or {})}
+def rank_normalise(scores: pd.DataFrame, directions: dict[str, bool] | None = None) -> pd.DataFrame:
+    """Return each column as a difficulty rank in [0, 1] (1 = hardest; ties share their mean rank).
+
+    A column's direction (does larger mean harder?) comes from `directions`, else from its base score name
+    (`harder_if_larger`), so `checkpoint_true_prob` ranks like `true_prob`.
+    """
+    directions = directions or {}
     out = {}
     for col in scores.columns:
         s = scores[col].astype(float)
-        r = s.rank(method="average", ascending=harder.get(col, True))
+        r = s.rank(method="average", ascending=directions.get(col, harder_if_larger(col)))
         out[f"{col}_rank"] = (r - 1) / max(len(s) - 1, 1)
     return pd.DataFrame(out, index=scores.index)
 
@@ -156,12 +196,16 @@ def zero_shot_probs(embedder: ImageTextEmbedder, table: pd.DataFrame, class_prom
     return p / p.sum(axis=1, keepdims=True)
 
 
-def load_checkpoint_classifier(arch: str, weights: str | None, num_classes: int) -> tuple[torch.nn.Module, Callable]:
-    """Return (timm model `arch` with `num_classes` outputs and `weights` loaded, its eval transform).
+def load_checkpoint_classifier(arch: str, weights: str | None, num_classes: int | None = None
+                               ) -> tuple[torch.nn.Module, Callable]:
+    """Return (timm model `arch` with `weights` loaded, its eval transform).
 
     Weights: safetensors or a torch state dict, read without unpickling objects; none = random (tests).
+    `num_classes` None takes the class count from the weights file's head. The head must fit: a head for
+    another number of classes, or none at all, is an error naming the file (scores from a random head mean
+    nothing).
     """
-    model, _, eval_transform = create_timm_classifier(arch, num_classes, weights)
+    model, _, eval_transform = create_timm_classifier(arch, num_classes, weights, allow_new_head=False)
     return model, eval_transform
 
 

@@ -11,13 +11,20 @@
 
 Writes the hard-sample CSV in the DisCL layout the dataset calls for (gene_img.py reads it unchanged), a
 Parquet table of every sample with all scores, their ranks, the ensemble and a `hard` flag (the rule in its
-metadata), a per-class summary CSV and the Spearman table between scorers.
+metadata), `<scores_parquet stem>.per_class.csv` (hard / total per class) and, with at least two score
+columns, `<scores_parquet stem>.spearman.csv` (the Spearman correlation between them, also printed).
+
+`--misclassified` alone: wrong under any classifier scorer's correctness column (`correct`, and e.g.
+`checkpoint_correct` when a second classifier scorer ran); `--misclassified checkpoint_correct` uses only the
+named column(s). `--tail_only` counts a class's training samples from the table's `train_count` column when
+it has one (ImageNet-LT: from `--train_list`), else in the table being mined.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -27,9 +34,12 @@ if __package__ in (None, ""):
 
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.datasets import DATASETS  # noqa: E402
-from data_generation.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS  # noqa: E402
+from data_generation.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
 from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
 from data_generation.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
+
+#: the per-sample column holding its class's training count (the ImageNet-LT loader writes it)
+TRAIN_COUNT = "train_count"
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, float]:
@@ -88,12 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("rule (criteria combine with --combine among the candidates)")
-    r.add_argument("--misclassified", action="store_true")
+    r.add_argument("--misclassified", nargs="*", default=None, metavar="CORRECT_COL",
+                   help="wrong under any of these correctness columns (none given: every classifier scorer's)")
     r.add_argument("--bottom_q", nargs="+", metavar="COL=Q", help="the fraction Q with the smallest COL")
     r.add_argument("--top_q", nargs="+", metavar="COL=Q", help="the fraction Q with the largest COL")
     r.add_argument("--flag_column", default=None, help="a boolean column of the table that marks hard samples")
     r.add_argument("--tail_only", action="store_true", help="candidates are the tail classes only")
-    r.add_argument("--tail_max_count", type=int, default=19, help="tail = classes with at most this many samples")
+    r.add_argument("--tail_max_count", type=int, default=19,
+                   help="tail = classes with at most this many training samples (the table's train_count column "
+                        "when it has one, else counted in the mined table)")
     r.add_argument("--combine", default="any", choices=["any", "all"])
     o = p.add_argument_group("output")
     o.add_argument("--output_csv", required=True, help="hard-sample CSV for gene_img.py")
@@ -107,10 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        rule = HardRule(misclassified=args.misclassified, bottom_q=_pairs(args.bottom_q, "--bottom_q"),
-                        top_q=_pairs(args.top_q, "--top_q"), flag_column=args.flag_column, tail_only=args.tail_only,
-                        tail_max_count=args.tail_max_count, combine=args.combine)
+        for flag in ("--output_csv", "--scores_parquet"):
+            out = Path(getattr(args, flag[2:]))
+            if Path(args.data).is_file() and out.resolve() == Path(args.data).resolve():
+                raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
+        rule = HardRule(misclassified=args.misclassified is not None, misclassified_by=tuple(args.misclassified or ()),
+                        bottom_q=_pairs(args.bottom_q, "--bottom_q"), top_q=_pairs(args.top_q, "--top_q"),
+                        flag_column=args.flag_column, tail_only=args.tail_only, tail_max_count=args.tail_max_count,
+                        combine=args.combine)
         table = load_dataset(args)
+        if rule.tail_only and TRAIN_COUNT in table.columns:
+            rule = replace(rule, count_column=TRAIN_COUNT)
         names = read_class_names(args.class_names) if args.class_names else None
         n_classes, class_names = class_name_list(table, names)
         templates = read_prompt_templates(args.templates or ("iwildcam" if args.dataset == "iwildcam" else "imagenet"))
@@ -123,22 +143,27 @@ def main(argv: list[str] | None = None) -> int:
             use_labels=args.use_labels, predefined_column=args.predefined_column)
         frames = run_scorers(args.scorers, table, opts)
         scored = join_scores(table, *frames)
+        rule = rule.resolve(scored.columns)
         hard = select_hard(scored, rule)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"mine_hard: error: {err}", file=sys.stderr)
         return 2
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
-    config["score_columns"] = [c for f in frames for c in f.columns if c not in NON_SCORE_COLUMNS]
+    config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
     res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
     write_csv(res.summary, summary_path)
     print(f"rule: {rule.describe()}")
     print(f"hard: {int(hard.sum())} of {len(hard)} samples -> {res.hard_csv} ({layout} layout)")
     print(res.summary.head(20).to_string(index=False))
+    written = f"all scores: {res.scores_parquet}; per-class summary: {summary_path}"
     if not res.correlations.empty:
+        spearman_path = Path(args.scores_parquet).with_suffix(".spearman.csv")
+        write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
         print("\nSpearman correlation between scorers:\n" + res.correlations.round(3).to_string())
-    print(f"\nall scores: {res.scores_parquet}; per-class summary: {summary_path}")
+        written += f"; Spearman table: {spearman_path}"
+    print("\n" + written)
     return 0
 
 

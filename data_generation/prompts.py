@@ -1,8 +1,9 @@
 """Prompts: class-prompt templates per dataset, and diversified per-class scene descriptions from a language
 model (the reference asked a chat model for 10 descriptions of at least 15 words per class).
 
-Language-model backends: an OpenAI-compatible chat endpoint (key from the environment) or a local
-transformers text-generation model. Answers are validated (count, length) before anything is saved; the JSON
+Language-model backends: an OpenAI-compatible chat endpoint (key from the environment; required for OpenAI's
+own endpoint, optional for a server at another `api_base`) or a local transformers text-generation model
+(seeded per attempt, so retries differ). Answers are validated (count, length) before anything is saved; the JSON
 file is rewritten atomically after each class, so a rerun resumes where it stopped.
 """
 from __future__ import annotations
@@ -67,10 +68,23 @@ def validate(descriptions: list[str], n: int, min_words: int) -> tuple[list[str]
     return good[:n], ""
 
 
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+
+
+class MissingAPIKey(ValueError):
+    """The endpoint needs an API key and its environment variable is not set."""
+
+
 @LANGUAGE_MODELS.register("openai")
 @dataclass
 class OpenAIChat:
-    """An OpenAI-compatible chat-completions endpoint; the key comes from `api_key_env`."""
+    """An OpenAI-compatible chat-completions endpoint; the key comes from the environment variable `api_key_env`.
+
+    OpenAI's own endpoint (the default base URL) needs the key: without it the constructor raises
+    MissingAPIKey naming the variable, before any class is asked. A server at another base URL (`api_base`
+    or `$OPENAI_BASE_URL`, e.g. a local vLLM or llama.cpp server) may run without a key; the key is sent
+    whenever the variable is set.
+    """
 
     model: str = "gpt-4o-mini"
     api_base: str | None = None
@@ -78,14 +92,24 @@ class OpenAIChat:
     temperature: float = 0.9
     timeout: float = 60.0
 
+    def __post_init__(self):
+        if not os.environ.get(self.api_key_env) and self.base_url() == OPENAI_DEFAULT_BASE:
+            raise MissingAPIKey(
+                f"the openai backend needs an API key for {OPENAI_DEFAULT_BASE}: set the environment variable "
+                f"{self.api_key_env} (or name another with --api_key_env); a local OpenAI-compatible server that "
+                "needs no key is used with --api_base URL")
+
+    def base_url(self) -> str:
+        """Return the endpoint's base URL: `api_base`, else `$OPENAI_BASE_URL`, else OpenAI's."""
+        return (self.api_base or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE).rstrip("/")
+
     def __call__(self, prompt: str) -> str:
         """Return the model's answer to `prompt`."""
-        base = (self.api_base or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         key = os.environ.get(self.api_key_env, "")
         body = json.dumps({"model": self.model, "temperature": self.temperature,
                            "messages": [{"role": "user", "content": prompt}]}).encode()
-        req = urllib.request.Request(f"{base}/chat/completions", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        req = urllib.request.Request(f"{self.base_url()}/chat/completions", data=body, method="POST", headers=headers)
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             data = json.loads(resp.read())
         return data["choices"][0]["message"]["content"]
@@ -94,13 +118,19 @@ class OpenAIChat:
 @LANGUAGE_MODELS.register("transformers")
 @dataclass
 class LocalTextGeneration:
-    """A local transformers text-generation model (a hub id in the cache or a folder)."""
+    """A local transformers text-generation model (a hub id in the cache or a folder).
+
+    Sampling is seeded per attempt: the k-th time the same prompt is asked (k = 0, 1, ...) it samples with
+    seed `seed + k`, so a retry after a rejected answer gets a different answer, and a fresh run asks the
+    same sequence again (deterministic).
+    """
 
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     max_new_tokens: int = 600
     device: str | None = None
     seed: int = 0
     _pipe: object = field(default=None, init=False, repr=False)
+    _attempts: dict = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, prompt: str) -> str:
         """Return the generated continuation of `prompt` (chat template applied when the tokenizer has one)."""
@@ -108,7 +138,9 @@ class LocalTextGeneration:
 
         if self._pipe is None:
             self._pipe = pipeline("text-generation", model=self.model, device=self.device)
-        set_seed(self.seed)
+        attempt = self._attempts.get(prompt, 0)
+        self._attempts[prompt] = attempt + 1
+        set_seed(self.seed + attempt)
         tok = self._pipe.tokenizer
         text = prompt
         if getattr(tok, "chat_template", None):
@@ -119,6 +151,9 @@ class LocalTextGeneration:
 
 @dataclass
 class PromptRun:
+    """What generate_prompt_file did: classes `written` now, `skipped_done` (already in the file) and
+    `failed` (class name -> why its last answer was rejected; nothing saved for it)."""
+
     written: int = 0
     skipped_done: int = 0
     failed: dict[str, str] = field(default_factory=dict)

@@ -41,10 +41,20 @@ def _ids(table: pd.DataFrame) -> list[str]:
 
 @DIFFICULTY_SCORERS.register("checkpoint")
 def score_checkpoint(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
-    """Return classifier scores from a timm architecture + weights file."""
+    """Return classifier scores from a timm architecture + weights file.
+
+    The number of classes is the weights file's head size (the mined table may be a subset of the classes);
+    a table label the head does not have is an error naming the file and both class counts. Without a
+    weights file (tests only) the head is random with `opts.num_classes` outputs.
+    """
     if not opts.classifier_arch:
         raise ValueError("the checkpoint scorer needs --classifier_arch (a timm name) and --classifier_weights")
-    model, transform = load_checkpoint_classifier(opts.classifier_arch, opts.classifier_weights, opts.num_classes)
+    weights = opts.classifier_weights
+    model, transform = load_checkpoint_classifier(opts.classifier_arch, weights, None if weights else opts.num_classes)
+    top = int(table["label"].max())
+    if top >= model.num_classes:
+        raise ValueError(f"{weights}: the classifier head has {model.num_classes} classes, but the table has labels up "
+                         f"to {top} ({top + 1} classes); pass the weights trained on this label set")
     probs = checkpoint_probs(model, transform, table, opts.batch_size, opts.device)
     return classifier_scores(probs, table["label"].to_numpy(), index=_ids(table))
 
@@ -84,7 +94,11 @@ def score_random(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
 
 
 def run_scorers(names: list[str], table: pd.DataFrame, opts: ScorerOptions) -> list[pd.DataFrame]:
-    """Return the score frames of the named scorers (keyed by sample_id), in order."""
+    """Return the score frames of the named scorers (keyed by sample_id), in order.
+
+    A column that an earlier scorer already wrote is renamed `<scorer>_<column>` (e.g. `checkpoint_true_prob`
+    when zero_shot_clip ran first); ranking and rules resolve it by its base name (difficulty.base_score_name).
+    """
     frames = []
     for name in names:
         frame = DIFFICULTY_SCORERS.get(name)(table, opts)

@@ -102,3 +102,36 @@ def make_synthetic_manifest(out: Path, table: pd.DataFrame, strengths=(0.5, 0.3,
     path = out / "scores.parquet"
     pd.DataFrame(rows).to_parquet(path)
     return path
+
+
+def save_fitted_classifier(table: pd.DataFrame, path: Path, arch: str = "test_resnet", n_classes: int | None = None,
+                           seed: int = 0) -> Path:
+    """Save (safetensors) a tiny timm classifier whose head is fitted to predict every `table` label; return path.
+
+    The body is random; the linear head is the least-squares fit (pseudo-inverse) of one-hot targets on the
+    body's features of the table's images, through the eval transform the checkpoint scorer uses. The fit is
+    checked: the saved model classifies every sample of `table` correctly.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from curriculum.weights_io import create_timm_classifier
+    from data_generation.difficulty import SampleImages
+
+    torch.manual_seed(seed)
+    labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
+    n_classes = n_classes or int(labels.max()) + 1
+    model, _, transform = create_timm_classifier(arch, n_classes)
+    images = SampleImages(table, transform)
+    x = torch.stack([images[i] for i in range(len(images))])
+    with torch.no_grad():
+        feats = model.forward_head(model.forward_features(x), pre_logits=True).double()
+        feats = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)
+        target = 10.0 * torch.nn.functional.one_hot(labels, n_classes).double() - 5.0
+        w = torch.linalg.pinv(feats) @ target
+        head = model.get_classifier()
+        head.weight.copy_(w[:-1].T.float())
+        head.bias.copy_(w[-1].float())
+        assert bool((model(x).argmax(dim=1) == labels).all()), "the fitted head does not separate the samples"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

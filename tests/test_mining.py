@@ -99,7 +99,10 @@ def test_quantile_tail_and_combine_rules():
     assert both[both].index.tolist() == ["s009"]
     with pytest.raises(ValueError, match="--bottom_q nope=0.1: no score column"):
         select_hard(scored, HardRule(bottom_q={"nope": 0.1}))
-    assert HardRule(misclassified=True, tail_only=True).describe() == "misclassified, among classes with <= 19 samples"
+    assert (HardRule(misclassified=True, tail_only=True).describe()
+            == "misclassified (by any classifier scorer), among classes with <= 19 samples in the mined table")
+    assert (HardRule(tail_only=True, count_column="train_count").describe()
+            == "every sample, among classes with <= 19 training samples (train_count)")
 
 
 def test_scores_must_align_by_sample_id():
@@ -144,7 +147,8 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     hard = read_sample_table(out_csv, data_root=tmp_path / "lt")
     assert hard.attrs["layout"] == "imagenet_lt" and sorted(hard["label"].unique()) == [1, 2] and len(hard) == 5
     assert all(__import__("pathlib").Path(p).is_file() for p in hard["source_path"])
-    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 samples"
+    assert not out_pq.with_suffix(".spearman.csv").exists()  # one score column: nothing to correlate
+    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 training samples (train_count)"
 
     make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
     weights = tmp_path / "clf.safetensors"
@@ -157,6 +161,9 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     assert full["hard"].sum() == 2
     assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
     np.testing.assert_allclose(full["loss"], -np.log(full["true_prob"]), rtol=1e-6)
+    corr = pd.read_csv(tmp_path / "scores.spearman.csv", index_col=0)
+    assert list(corr.columns) == list(corr.index) == ["true_prob", "loss", "margin", "correct", "random"]
+    assert corr.loc["true_prob", "loss"] == pytest.approx(-1.0) and corr.loc["random", "random"] == pytest.approx(1.0)
     assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "random",
                            "--bottom_q", "true_prob", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 2
 
@@ -180,11 +187,14 @@ def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
         assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
                                "--split", "", "--scorers", "zero_shot_clip", "--clip_backend", "transformers",
                                "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic", "--bottom_q",
-                               "true_prob=0.34", "--output_csv", str(tmp_path / f"{src.stem}.csv"),
+                               "true_prob=0.34", "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"),
                                "--scores_parquet", str(pq)]) == 0
         outs.append(pd.read_parquet(pq).set_index("sample_id").sort_index())
     pd.testing.assert_series_equal(outs[0]["true_prob"], outs[1]["true_prob"], rtol=1e-6)
     assert outs[0]["hard"].equals(outs[1]["hard"]) and outs[0]["hard"].sum() == 3
+    assert mine_hard.main(["--dataset", "table", "--data", str(csv), "--data_root", str(tmp_path / "imgs"),
+                           "--scorers", "random", "--output_csv", str(csv), "--scores_parquet", str(pq)]) == 2
+    assert len(pd.read_csv(csv)) == 6  # the input table was not overwritten
     scorer = load_scorer("transformers", str(tiny_hf_clip_dir))
     text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
     img = scorer.embed_images([Image.open(tmp_path / "imgs" / "dog" / "dog_1.png").convert("RGB")])
@@ -224,3 +234,180 @@ def test_prototype_scorer_uses_curriculum_prototypes(tmp_path):
     feats, _ = PretrainedModelExtractor(model).extract(SampleImages(table, create_transform(**cfg)))
     direct = fit_prototypes(feats, n_clusters=2, seed=0).distances
     np.testing.assert_allclose(full.loc[table["sample_id"], "prototype_distance"].to_numpy(), direct, rtol=1e-5)
+
+
+def test_prefixed_columns_of_a_second_scorer_rank_like_their_base_score():
+    """`checkpoint_true_prob` (the name a second classifier scorer's column gets) ranks like `true_prob`."""
+    from data_generation.difficulty import base_score_name, correctness_columns
+
+    assert base_score_name("checkpoint_true_prob") == "true_prob"
+    assert base_score_name("zero_shot_clip_loss") == "loss"
+    assert base_score_name("prototype_prototype_cluster") == "prototype_cluster"
+    assert base_score_name("my_margin") == "my_margin"  # a user's column keeps its name
+    scores = pd.DataFrame({"true_prob": [0.9, 0.1, 0.5], "checkpoint_true_prob": [0.9, 0.1, 0.5],
+                           "checkpoint_loss": -np.log([0.9, 0.1, 0.5]), "correct": [True, False, True],
+                           "checkpoint_correct": [True, True, False]}, index=["a", "b", "c"])
+    ranks = rank_normalise(scores)
+    assert ranks["checkpoint_true_prob_rank"].tolist() == ranks["true_prob_rank"].tolist() == [0.0, 1.0, 0.5]
+    assert ranks["checkpoint_loss_rank"].tolist() == [0.0, 1.0, 0.5]
+    assert ranks.loc["c", "checkpoint_correct_rank"] == 1.0  # wrong = hardest
+    assert correctness_columns(scores.columns) == ["correct", "checkpoint_correct"]
+
+
+def test_misclassified_with_two_classifier_scorers():
+    """Default: wrong under any classifier; `misclassified_by` picks columns; the rule text names them."""
+    table, cls = _scores()
+    second = cls.copy()
+    second["correct"] = True
+    second.loc[["s002", "s005"], "correct"] = False
+    scored = join_scores(table, cls, second.add_prefix("checkpoint_"))
+    anyone = select_hard(scored, HardRule(misclassified=True))
+    assert anyone[anyone].index.tolist() == ["s002", "s005", "s009"]
+    only = select_hard(scored, HardRule(misclassified=True, misclassified_by=("checkpoint_correct",)))
+    assert only[only].index.tolist() == ["s002", "s005"]
+    resolved = HardRule(misclassified=True).resolve(scored.columns)
+    assert resolved.describe() == "misclassified (any of correct, checkpoint_correct is false)"
+    assert HardRule(misclassified=True).resolve(cls.columns).describe() == "misclassified (correct is false)"
+    with pytest.raises(ValueError, match="--misclassified checkpoint_loss: not a correctness column"):
+        select_hard(scored, HardRule(misclassified=True, misclassified_by=("checkpoint_loss",)))
+
+
+def test_tail_rule_counts_the_training_split_not_the_mined_table(tmp_path):
+    """ImageNet-LT val list mined with --train_list: tail classes are those with few *training* images."""
+    from data_generation import mine_hard
+
+    train = make_fake_imagenet_lt(tmp_path / "train", {0: 25, 1: 3, 2: 30})
+    val = make_fake_imagenet_lt(tmp_path / "val", {0: 2, 1: 2, 2: 2}, seed=1)
+    out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
+    argv = ["--dataset", "imagenet_lt", "--data", str(val), "--data_root", str(tmp_path / "val"), "--scorers", "random",
+            "--tail_only", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]
+    assert mine_hard.main(argv + ["--train_list", str(train)]) == 0
+    full = pd.read_parquet(out_pq)
+    assert sorted(full.loc[full["hard"], "label"].unique()) == [1] and full["hard"].sum() == 2
+    assert full.groupby("label")["train_count"].first().to_dict() == {0: 25, 1: 3, 2: 30}
+    meta = read_parquet_metadata(out_pq)
+    assert meta["rule"]["count_column"] == "train_count"
+    # without the training list every class of the 6-image val list is a tail class
+    assert mine_hard.main(argv) == 0
+    assert pd.read_parquet(out_pq)["hard"].sum() == 6
+    # a table without train_count: counted in the table being mined
+    scored = join_scores(*_scores())
+    tail = select_hard(scored, HardRule(tail_only=True, tail_max_count=10))
+    assert tail.sum() == 40
+    table, cls = _scores()
+    table["train_count"] = table["label"].map({0: 100, 1: 5, 2: 100, 3: 100})
+    tail = select_hard(join_scores(table, cls), HardRule(tail_only=True, count_column="train_count"))
+    assert set(table.set_index("sample_id").loc[tail[tail].index, "label"]) == {1}
+    table.loc[0, "train_count"] = 7
+    with pytest.raises(ValueError, match="'train_count' gives label 0 different class counts"):
+        select_hard(join_scores(table, cls), HardRule(tail_only=True, count_column="train_count"))
+
+
+def test_mine_hard_with_the_tiny_open_clip_zero_shot_scorer(tmp_path, tiny_open_clip_dir):
+    """open_clip backend through mine_hard equals a direct zero-shot computation with the same model."""
+    from PIL import Image
+
+    from data_generation import mine_hard
+    from data_generation.scorers import load_scorer
+
+    make_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    pq = tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "zero_shot_clip",
+                           "--clip_backend", "open_clip", "--clip_model", str(tiny_open_clip_dir), "--templates",
+                           "generic", "--bottom_q", "true_prob=0.5", "--output_csv", str(tmp_path / "hard.csv"),
+                           "--scores_parquet", str(pq)]) == 0
+    full = pd.read_parquet(pq).set_index("sample_id")
+    assert full["hard"].sum() == 3
+    assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
+    scorer = load_scorer("open_clip", str(tiny_open_clip_dir))
+    text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)
+    for sid, label in (("cat_0", 0), ("dog_2", 1)):
+        img = scorer.embed_images([Image.open(tmp_path / "imgs" / sid.split("_")[0] / f"{sid}.png").convert("RGB")])
+        logits = 100.0 * img @ text.T
+        p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert full.loc[sid, "true_prob"] == pytest.approx(float(p[0, label]), abs=1e-5)
+        assert bool(full.loc[sid, "correct"]) == (int(p.argmax()) == label)
+
+
+def test_mine_hard_on_wilds_iwildcam_round_trips_into_gene_img_reader(tmp_path):
+    """The hard CSV mined from the fake WILDS tree reads back (gene_img's reader) with the same ids and labels,
+    and its paths resolve against <root>/iwildcam_v2.0 (not <root>)."""
+    from pathlib import Path
+
+    from data_generation import mine_hard
+
+    make_fake_iwildcam(tmp_path / "wilds")
+    out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "iwildcam", "--data", str(tmp_path / "wilds"), "--scorers", "random",
+                           "--bottom_q", "random=0.5", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    full = pd.read_parquet(out_pq)
+    assert len(full) == 12 and set(full["split"]) == {"train"} and full["hard"].sum() == 6
+    assert out_csv.read_text().splitlines()[0] == ",label id,label name,filepath,img_name"
+    back = read_sample_table(out_csv, data_root=tmp_path / "wilds" / "iwildcam_v2.0")
+    assert back.attrs["layout"] == "iwildcam"
+    expected = full[full["hard"]].set_index("sample_id")[["label", "label_name", "filepath"]].sort_index()
+    got = back.set_index("sample_id")[["label", "label_name", "filepath"]].sort_index()
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert all(Path(p).is_file() for p in back["source_path"])
+    assert not any(Path(p).is_file() for p in read_sample_table(out_csv, data_root=tmp_path / "wilds")["source_path"])
+
+
+def test_planted_misclassified_sample_through_a_real_classifier_and_two_classifier_scorers(tmp_path, tiny_hf_clip_dir):
+    """A tiny timm classifier fitted to the true labels disagrees with exactly the one relabelled sample.
+
+    Zero-shot CLIP runs first, so the checkpoint's columns are `checkpoint_*`: they must rank in the direction
+    of their base score, and the ensemble must average correctly directed ranks. Shuffled input, same result.
+    """
+    from data_generation import mine_hard
+
+    from .fakes import save_fitted_classifier
+
+    make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4, "owl": 4})
+    table = load_image_folder(tmp_path / "imgs")
+    weights = save_fitted_classifier(table, tmp_path / "clf.safetensors")
+    relabelled = table.drop(columns="source_path")
+    relabelled.loc[relabelled["sample_id"] == "dog_2", ["label", "label_name"]] = [2, "owl"]  # the planted error
+    csvs = {"table": tmp_path / "t.csv", "shuffled": tmp_path / "s.csv"}
+    relabelled.to_csv(csvs["table"], index=False)
+    relabelled.sample(frac=1, random_state=0).to_csv(csvs["shuffled"], index=False)
+
+    def mine(src, *rule):
+        pq = tmp_path / f"scores_{src.stem}.parquet"
+        assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
+                               "--split", "", "--scorers", "zero_shot_clip", "checkpoint", "--clip_backend",
+                               "transformers", "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic",
+                               "--classifier_arch", "test_resnet", "--classifier_weights", str(weights), *rule,
+                               "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"), "--scores_parquet", str(pq)]) == 0
+        return pd.read_parquet(pq).set_index("sample_id").sort_index(), pq
+
+    full, pq = mine(csvs["table"], "--misclassified", "checkpoint_correct")
+    assert full.index[full["hard"]].tolist() == ["dog_2"]
+    assert full.loc["dog_2", "checkpoint_true_prob_rank"] == 1.0
+    assert read_parquet_metadata(pq)["rule_text"] == "misclassified (checkpoint_correct is false)"
+    shuffled, _ = mine(csvs["shuffled"], "--misclassified", "checkpoint_correct")
+    # (batch order moves float32 CLIP outputs by ~1e-7)
+    pd.testing.assert_frame_equal(full, shuffled, atol=1e-5)
+
+    # directions: a lower true-class probability or margin is harder, a higher loss is harder
+    n = len(full)
+    direction = {"true_prob": False, "loss": True, "margin": False, "correct": False}
+    expected = []
+    for prefix in ("", "checkpoint_"):
+        for base, larger_is_harder in direction.items():
+            col = prefix + base
+            rank = (full[col].astype(float).rank(ascending=larger_is_harder) - 1) / (n - 1)
+            pd.testing.assert_series_equal(full[f"{col}_rank"], rank, check_names=False)
+            expected.append(rank)
+    pd.testing.assert_series_equal(full["ensemble"], pd.concat(expected, axis=1).mean(axis=1), check_names=False)
+
+    # --misclassified alone: wrong under either classifier; the Spearman table is written beside the Parquet
+    full, pq = mine(csvs["table"], "--misclassified")
+    assert len(full) == 12
+    wrong = ~(full["correct"].astype(bool) & full["checkpoint_correct"].astype(bool))
+    assert full["hard"].equals(wrong.rename("hard")) and full.loc["dog_2", "hard"]
+    assert read_parquet_metadata(pq)["rule_text"] == "misclassified (any of correct, checkpoint_correct is false)"
+    corr = pd.read_csv(pq.with_suffix(".spearman.csv"), index_col=0)
+    assert list(corr.index) == list(corr.columns) and "checkpoint_true_prob" in corr.columns
+    assert corr.loc["checkpoint_true_prob", "checkpoint_loss"] == pytest.approx(-1.0)
+    np.testing.assert_allclose(np.diag(corr.to_numpy()), 1.0)

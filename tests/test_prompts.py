@@ -82,20 +82,78 @@ def test_openai_endpoint_validates_and_resumes(tmp_path, chat_server, monkeypatc
     assert all("zebra" in c[0] for c in FakeChat.calls)  # cheetah was not asked again
 
 
-def test_local_transformers_model_goes_through_validation(tmp_path):
-    """A tiny random GPT-2 saved to a folder loads through the real pipeline; its babble is rejected."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_openai_without_a_key_fails_at_once_naming_the_variable(tmp_path, monkeypatch, capsys):
+    """OpenAI's endpoint and no key: exit 2 before any class is asked, naming the environment variable."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["a.jpg", "b.jpg"], "label": [0, 1],
+                  "label_name": ["cheetah", "zebra"]}).to_csv(table, index=False)
+    out = tmp_path / "prompts.json"
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "api.openai.com" in err and not out.exists()
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_key_env", "MY_LLM_KEY"]) == 2
+    assert "MY_LLM_KEY" in capsys.readouterr().err
 
-    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+
+def test_local_server_needs_no_key_and_a_named_key_variable_is_sent(tmp_path, chat_server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label": [0], "label_name": ["cheetah"]}).to_csv(table, index=False)
+    out = tmp_path / "prompts.json"
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server]) == 0
+    assert len(json.loads(out.read_text())["cheetah"]) == 10
+    assert FakeChat.calls[0][1] is None  # no key: no Authorization header at all
+    FakeChat.calls = []
+    monkeypatch.setenv("MY_LLM_KEY", "sk-local")
+    out.unlink()
+    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server,
+                                 "--api_key_env", "MY_LLM_KEY"]) == 0
+    assert FakeChat.calls[0][1] == "Bearer sk-local"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory):
+    """A tiny random GPT-2 (with the CLIP BPE tokenizer, which ships offline) saved to a folder."""
+    from transformers import CLIPTokenizer, GPT2Config, GPT2LMHeadModel
+
     from data_generation.tiny_models import write_clip_tokenizer
 
-    folder = tmp_path / "tiny-gpt2"
+    root = tmp_path_factory.mktemp("lm")
+    folder = root / "tiny-gpt2"
     GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=49408, n_positions=256)).save_pretrained(folder)
     # any BPE tokenizer works for the plumbing; the CLIP one ships offline
-    from transformers import CLIPTokenizer
+    CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(root / "tok"))).save_pretrained(folder)
+    return folder
 
-    CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_path / "tok"))).save_pretrained(folder)
-    lm = LocalTextGeneration(model=str(folder), max_new_tokens=8)
+
+def test_local_transformers_model_goes_through_validation(tmp_path, tiny_lm_dir):
+    """A tiny random GPT-2 saved to a folder loads through the real pipeline; its babble is rejected."""
+    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+
+    lm = LocalTextGeneration(model=str(tiny_lm_dir), max_new_tokens=8)
     assert isinstance(lm("a photo of"), str)
     run = generate_prompt_file(["cheetah"], tmp_path / "p.json", lm, n=2, min_words=15, max_tries=1, progress=False)
     assert run.written == 0 and "cheetah" in run.failed and not (tmp_path / "p.json").exists()
+
+
+def test_local_model_retries_sample_with_a_new_seed(tmp_path, tiny_lm_dir):
+    """Each retry of a rejected answer samples with seed + attempt: retries differ, and a fresh run repeats them."""
+    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+
+    def recorded(lm, answers):
+        def ask(prompt):
+            answers.append(lm(prompt))
+            return answers[-1]
+        return ask
+
+    first, again = [], []
+    for answers in (first, again):
+        lm = LocalTextGeneration(model=str(tiny_lm_dir), max_new_tokens=12, seed=5)
+        run = generate_prompt_file(["cheetah"], tmp_path / "p.json", recorded(lm, answers), n=2, min_words=15,
+                                   max_tries=3, progress=False)
+        assert run.failed and len(answers) == 3
+    assert len(set(first)) == 3  # three attempts, three different answers
+    assert first == again  # deterministic: attempt k always samples with seed 5 + k

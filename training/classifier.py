@@ -17,8 +17,12 @@ from .metrics import shot_accuracies
 
 
 def build_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None):
-    """Return (timm model, train transform, eval transform); see curriculum.weights_io.create_timm_classifier."""
-    return create_timm_classifier(arch, num_classes, weights, img_size)
+    """Return (timm model, train transform, eval transform); see curriculum.weights_io.create_timm_classifier.
+
+    Training may start from weights with another head (e.g. ImageNet's 1000 classes): the head is then
+    re-initialised for `num_classes` with a logged warning.
+    """
+    return create_timm_classifier(arch, num_classes, weights, img_size, allow_new_head=True)
 
 
 class ClassifierTask:
