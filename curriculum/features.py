@@ -162,6 +162,9 @@ def create_dino_model(dino_model: str = "dino_vits16", weights: str | os.PathLik
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, never objects
+        # a classifier checkpoint (e.g. a fine-tuned timm model) carries a head this feature model has not
+        head = str(model.pretrained_cfg.get("classifier") or "head")
+        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         bad = [k for k in missing if not k.startswith("head")]
         if bad or unexpected:

@@ -196,16 +196,16 @@ def zero_shot_probs(embedder: ImageTextEmbedder, table: pd.DataFrame, class_prom
     return p / p.sum(axis=1, keepdims=True)
 
 
-def load_checkpoint_classifier(arch: str, weights: str | None, num_classes: int | None = None
-                               ) -> tuple[torch.nn.Module, Callable]:
+def load_checkpoint_classifier(arch: str, weights: str | None, num_classes: int | None = None,
+                               img_size: int | None = None) -> tuple[torch.nn.Module, Callable]:
     """Return (timm model `arch` with `weights` loaded, its eval transform).
 
     Weights: safetensors or a torch state dict, read without unpickling objects; none = random (tests).
     `num_classes` None takes the class count from the weights file's head. The head must fit: a head for
     another number of classes, or none at all, is an error naming the file (scores from a random head mean
-    nothing).
+    nothing). `img_size` sets the eval transform's input size (default: the architecture's).
     """
-    model, _, eval_transform = create_timm_classifier(arch, num_classes, weights, allow_new_head=False)
+    model, _, eval_transform = create_timm_classifier(arch, num_classes, weights, img_size, allow_new_head=False)
     return model, eval_transform
 
 

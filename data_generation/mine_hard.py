@@ -88,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clip_pretrained", default="openai", help="open_clip tag or local weights file")
     s.add_argument("--classifier_arch", default=None, help="timm architecture of the checkpoint scorer")
     s.add_argument("--classifier_weights", default=None, help="its weights (safetensors or state dict)")
+    s.add_argument("--classifier_img_size", type=int, default=None,
+                   help="input size of the checkpoint classifier (default: the architecture's); use the size it was trained at")
     s.add_argument("--feature_model", default="dino_vits16", help="DINO name or timm id of the prototype embedder")
     s.add_argument("--feature_weights", default=None, help="local weights for the feature model")
     s.add_argument("--feature_img_size", type=int, default=None)
     s.add_argument("--n_clusters", type=int, default=None, help="k-means clusters (default: chosen by Davies-Bouldin)")
     s.add_argument("--use_labels", action="store_true", help="cluster within each class")
+    s.add_argument("--prototype_scaling", default="minmax", choices=["minmax", "rank", "global", "none"],
+                   help="how --prototype_state scales distances into difficulty (default per-cluster min-max)")
     s.add_argument("--predefined_column", default=None)
     s.add_argument("--batch_size", type=int, default=64)
     s.add_argument("--device", default="cpu")
@@ -111,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--output_csv", required=True, help="hard-sample CSV for gene_img.py")
     o.add_argument("--scores_parquet", required=True, help="every sample with scores and the hard flag")
+    o.add_argument("--prototype_state", default=None, metavar="PATH",
+                   help="also save the prototype difficulty as a curriculum state (PATH.safetensors + PATH.json, keyed "
+                        "by sample id) for Phase 2's --prototype_state (needs the prototype scorer)")
     o.add_argument("--layout", default="auto", choices=["auto", "iwildcam", "imagenet_lt", "canonical"])
     return p
 
@@ -137,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         opts = ScorerOptions(
             num_classes=n_classes, class_names=class_names, templates=tuple(templates), batch_size=args.batch_size,
             device=args.device, seed=args.seed, classifier_arch=args.classifier_arch,
-            classifier_weights=args.classifier_weights, clip_backend=args.clip_backend, clip_model=args.clip_model,
+            classifier_weights=args.classifier_weights, classifier_img_size=args.classifier_img_size, clip_backend=args.clip_backend, clip_model=args.clip_model,
             clip_pretrained=args.clip_pretrained or None, feature_model=args.feature_model,
             feature_weights=args.feature_weights, feature_img_size=args.feature_img_size, n_clusters=args.n_clusters,
             use_labels=args.use_labels, predefined_column=args.predefined_column)
         frames = run_scorers(args.scorers, table, opts)
         scored = join_scores(table, *frames)
+        if args.prototype_state and "prototype" not in args.scorers:
+            raise ValueError("--prototype_state needs the prototype scorer (--scorers ... prototype)")
         rule = rule.resolve(scored.columns)
         hard = select_hard(scored, rule)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
@@ -163,8 +172,29 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
         print("\nSpearman correlation between scorers:\n" + res.correlations.round(3).to_string())
         written += f"; Spearman table: {spearman_path}"
+    if args.prototype_state:
+        arrays, _ = save_prototype_state(args.prototype_state, frames[args.scorers.index("prototype")],
+                                         args.prototype_scaling, config)
+        written += f"; prototype curriculum state: {arrays}"
     print("\n" + written)
     return 0
+
+
+def save_prototype_state(path: str, frame: "pd.DataFrame", scaling: str, config: dict):  # noqa: F821
+    """Save the prototype scorer's distances as a curriculum state (difficulty = scaled distances, the
+    `CurriculumLearning.save_weights` format Phase 2 reads); return the two paths written."""
+    from curriculum.prototypes import scale_distances
+    from curriculum.state import save_curriculum_state
+
+    dist_col = next(c for c in frame.columns if base_score_name(c) == "prototype_distance")
+    clus_col = next(c for c in frame.columns if base_score_name(c) == "prototype_cluster")
+    d, clusters = frame[dist_col].to_numpy(), frame[clus_col].to_numpy()
+    arrays = {"difficulty": scale_distances(d, clusters, scaling), "distances": d.astype("float64"),
+              "assignments": clusters.astype("int64")}
+    cfg = {"source": "mine_hard.py", "distance_scaling": scaling, "optimal_clusters": int(len(set(clusters.tolist()))),
+           "feature_model": config.get("feature_model"), "feature_weights": config.get("feature_weights"),
+           "use_labels": config.get("use_labels"), "seed": config.get("seed")}
+    return save_curriculum_state(path, frame.index.astype(str).tolist(), arrays, cfg)
 
 
 if __name__ == "__main__":

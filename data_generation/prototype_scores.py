@@ -20,7 +20,12 @@ def prototype_distance_scores(table: pd.DataFrame, opts) -> pd.DataFrame:
     from curriculum import PretrainedModelExtractor, create_dino_model, fit_prototypes
 
     kwargs = {"img_size": opts.feature_img_size} if opts.feature_img_size else {}
-    model = create_dino_model(opts.feature_model, weights=opts.feature_weights, **kwargs)
+    try:
+        model = create_dino_model(opts.feature_model, weights=opts.feature_weights, **kwargs)
+    except TypeError as err:  # a CNN takes any input size and has no img_size argument
+        if "img_size" not in str(err):
+            raise
+        model = create_dino_model(opts.feature_model, weights=opts.feature_weights)
     cfg = resolve_data_config({}, model=model)
     if opts.feature_img_size:
         cfg.update(input_size=(3, opts.feature_img_size, opts.feature_img_size), crop_pct=1.0)

@@ -24,6 +24,7 @@ class ScorerOptions:
     seed: int = 0
     classifier_arch: str | None = None
     classifier_weights: str | None = None
+    classifier_img_size: int | None = None
     clip_backend: str = "open_clip"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"
@@ -50,7 +51,8 @@ def score_checkpoint(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     if not opts.classifier_arch:
         raise ValueError("the checkpoint scorer needs --classifier_arch (a timm name) and --classifier_weights")
     weights = opts.classifier_weights
-    model, transform = load_checkpoint_classifier(opts.classifier_arch, weights, None if weights else opts.num_classes)
+    model, transform = load_checkpoint_classifier(opts.classifier_arch, weights, None if weights else opts.num_classes,
+                                                  opts.classifier_img_size)
     top = int(table["label"].max())
     if top >= model.num_classes:
         raise ValueError(f"{weights}: the classifier head has {model.num_classes} classes, but the table has labels up "

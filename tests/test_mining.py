@@ -411,3 +411,42 @@ def test_planted_misclassified_sample_through_a_real_classifier_and_two_classifi
     assert list(corr.index) == list(corr.columns) and "checkpoint_true_prob" in corr.columns
     assert corr.loc["checkpoint_true_prob", "checkpoint_loss"] == pytest.approx(-1.0)
     np.testing.assert_allclose(np.diag(corr.to_numpy()), 1.0)
+
+
+def test_prototype_state_from_a_classifier_checkpoint_feeds_phase_2(tmp_path):
+    """The feature model may be a classifier checkpoint (a CNN: its head is dropped, no img_size); the saved
+    curriculum state holds the scaled distances keyed by sample id, and Phase 2's prototype schedule reads it."""
+    import timm
+    from safetensors.torch import save_file
+
+    from curriculum.prototypes import scale_distances
+    from curriculum.state import load_curriculum_state
+    from data_generation import mine_hard
+    from training.runs import prototype_schedule
+
+    make_image_folder(tmp_path / "imgs", {"cat": 6, "dog": 6})
+    weights = tmp_path / "clf.safetensors"
+    save_file(timm.create_model("test_resnet", pretrained=False, num_classes=2).state_dict(), str(weights))
+    pq, state = tmp_path / "scores.parquet", tmp_path / "proto"
+    argv = ["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "checkpoint", "prototype",
+            "--classifier_arch", "test_resnet", "--classifier_weights", str(weights), "--classifier_img_size", "16",
+            "--feature_model", "test_resnet", "--feature_weights", str(weights), "--feature_img_size", "16",
+            "--n_clusters", "2", "--top_q", "prototype_distance=0.25", "--output_csv", str(tmp_path / "hard.csv"),
+            "--scores_parquet", str(pq), "--prototype_state", str(state)]
+    assert mine_hard.main(argv) == 0
+    full = pd.read_parquet(pq).set_index("sample_id")
+    st = load_curriculum_state(state)
+    assert sorted(st.sample_ids) == sorted(full.index)
+    d = full.loc[st.sample_ids, "prototype_distance"].to_numpy()
+    np.testing.assert_allclose(st.arrays["distances"], d)
+    np.testing.assert_allclose(st.arrays["difficulty"],
+                               scale_distances(d, full.loc[st.sample_ids, "prototype_cluster"].to_numpy(), "minmax"))
+    assert st.config["distance_scaling"] == "minmax" and st.config["source"] == "mine_hard.py"
+    ids = list(reversed(st.sample_ids))  # aligned by id, not position
+    sched = prototype_schedule(str(state), ids, start=0.3, warmup_steps=10, mode="prototypes_first")
+    assert sched is not None
+    # without the prototype scorer the flag is an error, before anything is written
+    bad = argv[:]
+    bad[bad.index("prototype")] = "random"
+    assert mine_hard.main(bad + ["--output_csv", str(tmp_path / "h2.csv")]) == 2
+    assert not (tmp_path / "h2.csv").exists()
