@@ -233,6 +233,11 @@ def run_generation(
             generator = load_generator(cfg.model_id, device=device, dtype=cfg.dtype or _default_dtype(device), name=cfg.generator)
         model_desc = generator.describe()
         model_id = getattr(generator, "model_id", cfg.model_id)
+        # Seed-independent work once per image: each source is decoded and resized once (per chunk, below),
+        # and a backend that caches per-image work (the VAE posterior) keeps a whole chunk's images, so an
+        # image is encoded once for all its strengths x guidance scales x seeds.
+        if hasattr(generator, "keep_images"):
+            generator.keep_images(cfg.images_per_chunk)
         bar = tqdm(total=len(todo), desc=f"gene_img {summary.shard}", unit="img", disable=not cfg.progress)
         n_batches = 0
         sample_ids = list(dict.fromkeys(todo["sample_id"]))
