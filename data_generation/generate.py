@@ -178,8 +178,13 @@ def run_generation(
     names = read_class_names(cfg.class_names) if cfg.class_names else None
     template = cfg.prompt_template or default_template(samples.attrs.get("layout", "canonical"))
     plan, plan_failures = plan_variants(
-        shard, cfg.strengths, cfg.text_guidance, cfg.seeds, template, names, load_prompt_lists(cfg.prompt_json)
+        shard, cfg.strengths, cfg.text_guidance, cfg.seeds, template, names, load_prompt_lists(cfg.prompt_json),
+        class_names_source=cfg.class_names,
     )
+    for f in plan_failures[:5]:
+        log.warning("%s: %s", cfg.data_csv, f.reason)
+    if len(plan_failures) > 5:
+        log.warning("... %d more samples that cannot be planned (listed in the failures CSV)", len(plan_failures) - 5)
     per_sample = len(cfg.strengths) * len(cfg.text_guidance) * len(cfg.seeds)
     # one failure row per sample (the reason); the summary counts the variants it costs
     failures: list[dict] = [{"sample_id": f.sample_id, "synthetic_id": "", "reason": f.reason} for f in plan_failures]

@@ -222,6 +222,9 @@ def test_bad_inputs_are_counted_not_fatal(tmp_path, tiny_sd_dir):
     }
     failures = pd.read_csv(summary.failures_path)
     assert str(tmp_path / "imgs" / "missing.jpg") in " ".join(failures["reason"])
+    # the label the map lacks is reported with its sample, its label and the map file
+    noname = failures.set_index("sample_id").loc["noname", "reason"]
+    assert noname == f"sample 'noname': label 7 ('seven') has no name in the class-name map {names}"
     assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "x").exists()
     for sid in ("gray", "rgba", "deep"):
         out = tmp_path / "out" / "cat" / "Strength50_guidance100_seed1" / f"{sid}.jpg"
