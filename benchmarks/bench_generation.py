@@ -3,7 +3,9 @@
 Same pipeline, same work (images x strengths x seeds). Prints a table.
 
     python benchmarks/bench_generation.py                        # tiny SDXL-refiner-form pipeline, CPU
-    python benchmarks/bench_generation.py --model_id DIR --device cuda --dtype fp16 --size 480 270
+    python benchmarks/bench_generation.py --model_id DIR --device cuda --dtype fp16 --size 480 272
+    # the real SDXL refiner architecture with random weights, built offline on the GPU (no download, ~6 GB fp16)
+    python benchmarks/bench_generation.py --build_refiner_arch --device cuda --dtype fp16 --size 480 272 --json OUT.json
 
 * naive: one pipeline call per (image, strength, seed), reloading and resizing the source image each time and
   letting the pipeline encode the prompt and the image every call (what DisCL's script does), then saving.
@@ -11,11 +13,12 @@ Same pipeline, same work (images x strengths x seeds). Prints a table.
   generators); no file I/O at all. The ceiling for pure batching.
 * gene_img: `run_generation` (the library call behind gene_img.py) with everything included: reading the
   table, planning, hashing seeds, decoding sources, batching, atomic JPEG writes, the Parquet manifest.
-  Model loading is excluded from all three (it is done once, before timing).
+  Model loading (or building) is excluded from all three (it is done once, before timing).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -32,6 +35,7 @@ from PIL import Image  # noqa: E402
 from data_generation.generate import GenerationConfig, run_generation  # noqa: E402
 from data_generation.generators import load_generator  # noqa: E402
 from data_generation.images import load_rgb, resize_to, save_image_atomic, to_pil  # noqa: E402
+from data_generation.refiner_architecture import load_refiner_generator  # noqa: E402
 from data_generation.seeding import make_generator  # noqa: E402
 from data_generation.tiny_models import save_tiny_pipeline  # noqa: E402
 
@@ -89,7 +93,11 @@ def run_direct_batched(gen, table: Path, strengths, seeds, steps, size, batch_si
 def main(argv: list[str] | None = None) -> int:
     """Run the three methods and print the table; return 0."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_id", default=None, help="pipeline folder (default: build the tiny SDXL-refiner form)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model_id", default=None, help="pipeline folder (default: build the tiny SDXL-refiner form)")
+    src.add_argument("--build_refiner_arch", nargs="?", const="full", choices=["full", "small"], default=None,
+                     help="build the SDXL refiner architecture with random weights on --device (full: the real "
+                          "sizes, ~6 GB in fp16, for a GPU; small: narrow widths, a quick CPU check)")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.6, 0.9])
     p.add_argument("--seeds", type=int, nargs="+", default=[10, 20, 30, 40, 42, 50, 60, 70])
@@ -99,13 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"])
     p.add_argument("--skip_naive", action="store_true")
+    p.add_argument("--json", default=None, help="also write the results (and the setup) to this JSON file")
     args = p.parse_args(argv)
     dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
 
     work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     try:
-        model_id = args.model_id or str(save_tiny_pipeline("sdxl-refiner", work / "tiny-sdxl-refiner"))
-        gen = load_generator(model_id, device=args.device, dtype=dtype)
+        t_build = time.perf_counter()
+        if args.build_refiner_arch:
+            gen = load_refiner_generator(work / "refiner", small=args.build_refiner_arch == "small",
+                                         device=args.device, dtype=dtype)
+            model_id = gen.model_id
+        else:
+            model_id = args.model_id or str(save_tiny_pipeline("sdxl-refiner", work / "tiny-sdxl-refiner"))
+            gen = load_generator(model_id, device=args.device, dtype=dtype)
+        t_build = time.perf_counter() - t_build
+        n_params = sum(p.numel() for m in gen.pipe.components.values() if isinstance(m, torch.nn.Module)
+                       for p in m.parameters())
         table = make_sources(work, args.images)
         size = tuple(args.size)
         work_items = args.images * len(args.strengths) * len(args.seeds)
@@ -138,9 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         timed("gene_img (run_generation)", gene)
 
         desc = gen.describe()
-        print(f"\nmodel: {desc['pipeline']} ({'tiny, random weights' if args.model_id is None else model_id}), "
-              f"device {args.device}, {desc['dtype']}, {size[0]}x{size[1]}, {args.steps} steps, batch {args.batch_size}, "
-              f"torch threads {torch.get_num_threads()}")
+        what = model_id if (args.model_id or args.build_refiner_arch) else "tiny, random weights"
+        device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+        peak = torch.cuda.max_memory_allocated(args.device) / 2**30 if args.device.startswith("cuda") else None
+        print(f"\nmodel: {desc['pipeline']} ({what}), {n_params / 1e9:.2f} B parameters, built/loaded in {t_build:.1f}s; "
+              f"device {args.device} ({device_name}), {desc['dtype']}, {size[0]}x{size[1]}, {args.steps} steps, "
+              f"batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+              + (f", peak GPU memory {peak:.1f} GiB" if peak is not None else ""))
         print(f"work: {args.images} images x {len(args.strengths)} strengths {args.strengths} x {len(args.seeds)} seeds = {work_items} images\n")
         base = {name: rate for name, _, rate in results}
         ref = base.get("naive loop (reference)")
@@ -150,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, dt, rate in results:
             vs_naive = f"{rate / ref:.2f}x" if ref else "-"
             print(f"| {name} | {dt:.1f} | {rate:.2f} | {vs_naive} | {rate / ceiling:.2f}x |")
+        if args.json:
+            setup = {"model": what, "pipeline": desc["pipeline"], "parameters": n_params, "device": args.device,
+                     "device_name": device_name, "dtype": desc["dtype"], "size": list(size), "steps": args.steps,
+                     "batch_size": args.batch_size, "images": args.images, "strengths": args.strengths,
+                     "seeds": args.seeds, "work_items": work_items, "build_seconds": t_build, "peak_gpu_gib": peak}
+            rows = [{"method": name, "seconds": dt, "images_per_s": rate,
+                     "vs_naive": rate / ref if ref else None, "vs_direct_batched": rate / ceiling}
+                    for name, dt, rate in results]
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
+            print(f"results written to {args.json}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

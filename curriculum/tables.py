@@ -52,8 +52,64 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise TableError(f"{path}: cannot read table ({err})") from err
 
 
+# what each layout needs, for the error on a header that is none of them. The canonical table needs
+# `filepath` and `label`, plus `label_name` or `sample_id` (an id alone takes the name from a class map).
+LAYOUT_NAMES = {
+    "canonical": "the canonical layout",
+    "iwildcam": "DisCL's iWildCam layout",
+    "imagenet_lt": "DisCL's ImageNet-LT layout",
+}
+LAYOUT_COLUMNS = {
+    "canonical": SAMPLE_COLUMNS,
+    "iwildcam": IWILDCAM_HEADER[1:],
+    "imagenet_lt": IMAGENET_LT_HEADER,
+}
+
+
+def _layout_missing(layout: str, cols: set[str]) -> list[str]:
+    if layout == "canonical":
+        miss = [c for c in ("filepath", "label") if c not in cols]
+        return miss + ([] if {"label_name", "sample_id"} & cols else ["label_name"])
+    return [c for c in LAYOUT_COLUMNS[layout] if c not in cols]
+
+
+def closest_layout(columns: list[str]) -> tuple[str, list[str]] | None:
+    """Return (layout, missing columns) of the layout the header `columns` comes closest to, or None.
+
+    Closest = most of the layout's columns present (ties: fewest missing, then canonical, iWildCam,
+    ImageNet-LT); None when the header shares no column with any layout.
+    """
+    cols = set(columns)
+    scored = []
+    for order, layout in enumerate(LAYOUT_COLUMNS):
+        present = len(cols & set(LAYOUT_COLUMNS[layout]))
+        missing = _layout_missing(layout, cols)
+        scored.append((-present, len(missing), order, layout, missing))
+    best = min(scored)
+    return None if best[0] == 0 else (best[3], best[4])
+
+
+def _rename_hints(missing: list[str], columns: list[str]) -> str:
+    """Return ' (is 'x' meant to be 'y'?)'-style hints for missing columns that have a near-miss in the header."""
+    import difflib
+
+    spare = [c for c in columns if c and c not in set().union(*LAYOUT_COLUMNS.values())]
+    lowered = {c.lower().replace("_", " ").strip(): c for c in spare}
+    hints = []
+    for m in missing:
+        key = m.lower().replace("_", " ")
+        match = lowered.get(key) or next(iter(difflib.get_close_matches(m, spare, n=1, cutoff=0.75)), None)
+        if match is not None:
+            hints.append(f"is {match!r} meant to be {m!r}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def detect_layout(columns: list[str]) -> str:
-    """Return 'canonical', 'iwildcam' or 'imagenet_lt' for a header, or raise TableError."""
+    """Return 'canonical', 'iwildcam' or 'imagenet_lt' for a header, or raise TableError.
+
+    The error names the closest layout and the column(s) it lacks, e.g. DisCL's iWildCam header without
+    `img_name`; the caller adds the file name.
+    """
     cols = set(columns)
     if {"filepath", "label"} <= cols and ("label_name" in cols or "sample_id" in cols):
         return "canonical"
@@ -61,10 +117,18 @@ def detect_layout(columns: list[str]) -> str:
         return "iwildcam"
     if {"filepath", "image_name", "label", "classname"} <= cols:
         return "imagenet_lt"
+    found = [c if c else "(unnamed index)" for c in columns]
+    near = closest_layout(list(columns))
+    if near is not None:
+        layout, missing = near
+        raise TableError(
+            f"unknown sample-table layout: closest is {LAYOUT_NAMES[layout]} ({','.join(LAYOUT_COLUMNS[layout])}); "
+            f"missing column(s) {missing}{_rename_hints(missing, list(columns))}; found columns {found}"
+        )
     raise TableError(
         "unknown sample-table layout; expected the canonical columns "
         f"{SAMPLE_COLUMNS}, DisCL's iWildCam header {IWILDCAM_HEADER[1:]} or DisCL's ImageNet-LT header "
-        f"{IMAGENET_LT_HEADER}; found {list(columns)}"
+        f"{IMAGENET_LT_HEADER}; found {found}"
     )
 
 

@@ -178,8 +178,13 @@ def run_generation(
     names = read_class_names(cfg.class_names) if cfg.class_names else None
     template = cfg.prompt_template or default_template(samples.attrs.get("layout", "canonical"))
     plan, plan_failures = plan_variants(
-        shard, cfg.strengths, cfg.text_guidance, cfg.seeds, template, names, load_prompt_lists(cfg.prompt_json)
+        shard, cfg.strengths, cfg.text_guidance, cfg.seeds, template, names, load_prompt_lists(cfg.prompt_json),
+        class_names_source=cfg.class_names,
     )
+    for f in plan_failures[:5]:
+        log.warning("%s: %s", cfg.data_csv, f.reason)
+    if len(plan_failures) > 5:
+        log.warning("... %d more samples that cannot be planned (listed in the failures CSV)", len(plan_failures) - 5)
     per_sample = len(cfg.strengths) * len(cfg.text_guidance) * len(cfg.seeds)
     # one failure row per sample (the reason); the summary counts the variants it costs
     failures: list[dict] = [{"sample_id": f.sample_id, "synthetic_id": "", "reason": f.reason} for f in plan_failures]
@@ -233,6 +238,11 @@ def run_generation(
             generator = load_generator(cfg.model_id, device=device, dtype=cfg.dtype or _default_dtype(device), name=cfg.generator)
         model_desc = generator.describe()
         model_id = getattr(generator, "model_id", cfg.model_id)
+        # Seed-independent work once per image: each source is decoded and resized once (per chunk, below),
+        # and a backend that caches per-image work (the VAE posterior) keeps a whole chunk's images, so an
+        # image is encoded once for all its strengths x guidance scales x seeds.
+        if hasattr(generator, "keep_images"):
+            generator.keep_images(cfg.images_per_chunk)
         bar = tqdm(total=len(todo), desc=f"gene_img {summary.shard}", unit="img", disable=not cfg.progress)
         n_batches = 0
         sample_ids = list(dict.fromkeys(todo["sample_id"]))

@@ -76,15 +76,15 @@ def plot_distributions(
 ) -> Path:
     """Write a PNG of the image-text and image-image similarity distributions per strength; return its path.
 
-    One box per strength (scorable rows), the thresholds as dashed lines, and the kept fraction above each box.
+    One box per strength (the rows that have that score: a row without a real image still has its image-text
+    score), the thresholds as dashed lines, and the kept fraction above each box.
     """
     plt = _pyplot()
-    ok = scores[scores["score_status"] == "ok"]
     strengths = sorted(scores["strength"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(strengths) + 4), 4.2), squeeze=False)
     for ax, col, title, thr in ((axes[0, 0], "clip_txt_sim", "image-text (prompt)", threshold),
                                 (axes[0, 1], "clip_img_sim", "image-image (real source)", img_threshold)):
-        data = [ok.loc[ok["strength"] == s, col].dropna().to_numpy() for s in strengths]
+        data = [scores.loc[scores["strength"] == s, col].dropna().to_numpy() for s in strengths]
         positions = np.arange(1, len(strengths) + 1)
         nonempty = [(p, d) for p, d in zip(positions, data) if len(d)]
         if nonempty:

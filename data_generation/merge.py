@@ -14,6 +14,9 @@ SHARD_RE = re.compile(r"manifest-part(\d+)-of-(\d+)\.parquet$")
 
 @dataclass
 class MergeResult:
+    """What `merge_manifests` wrote: the merged file's `path`, its `rows`, how many shard files (`parts`) it
+    read and the `missing_parts` of their layouts (e.g. "part 3 of 4")."""
+
     path: Path
     rows: int
     parts: int

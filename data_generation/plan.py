@@ -104,6 +104,8 @@ def choose_prompt(
 
 @dataclass(frozen=True)
 class PlanFailure:
+    """A sample that cannot be planned: its `sample_id` and the `reason` (naming the sample and what is wrong)."""
+
     sample_id: str
     reason: str
 
@@ -117,12 +119,15 @@ def plan_variants(
     class_names: Mapping[int, str] | None = None,
     prompt_lists: Mapping[str, Sequence[str]] | None = None,
     suffix: str = ".jpg",
+    class_names_source: str | None = None,
 ) -> tuple[pd.DataFrame, list[PlanFailure]]:
     """Return (planned variants, failures) for the samples of one shard.
 
     One row per (sample, strength, text guidance, seed) with the manifest's identity columns plus
-    `source_path`; `path` is relative to the output folder; width/height/model columns are filled when the image is generated. Samples whose class or
-    image name is unsafe, or whose class has no prompt name, become failures (reason given), not rows.
+    `source_path`; `path` is relative to the output folder; width/height/model columns are filled when the
+    image is generated. Samples whose class or image name is unsafe, or whose class has no prompt name,
+    become failures, not rows; each reason names the sample (its table row's `sample_id`), and for a label
+    missing from the map the label, its name in the table and the map file (`class_names_source`).
     """
     rows, failures = [], []
     for s in samples.itertuples(index=False):
@@ -131,7 +136,10 @@ def plan_variants(
             image_file = safe_component(str(s.sample_id), "image name") + suffix
             name = class_prompt_name(s.label, s.label_name, class_names)
         except (UnsafeNameError, KeyError) as err:
-            failures.append(PlanFailure(str(s.sample_id), str(err).strip("'\"")))
+            reason = str(err).strip("'\"")
+            if isinstance(err, KeyError) and class_names is not None and class_names_source:
+                reason += f" {class_names_source}"
+            failures.append(PlanFailure(str(s.sample_id), f"sample {s.sample_id!r}: {reason}"))
             continue
         for strength in strengths:
             for g in text_guidances:

@@ -105,7 +105,7 @@ class ScoringResult:
 
     @property
     def n_failed(self) -> int:
-        """Return the number of rows that could not be scored (bad or missing images)."""
+        """Return the number of rows with a problem status (bad or missing synthetic or real image)."""
         return int((self.scores["score_status"] != "ok").sum())
 
     def line(self) -> str:
@@ -122,7 +122,11 @@ class ScoringResult:
 # ------------------------------------------------------------------------------------------------------
 # pure parts
 def keep_mask(txt_sim: np.ndarray, img_sim: np.ndarray, threshold: float | None, img_threshold: float | None) -> np.ndarray:
-    """Return keep = txt_sim >= threshold and (img_sim >= img_threshold if given); NaN scores are never kept."""
+    """Return keep = txt_sim >= threshold and (img_sim >= img_threshold if given).
+
+    A NaN image-text score (no synthetic embedding) is never kept. A NaN image-image score (no real image)
+    drops the row only when `img_threshold` is given: without one the image-image score is not filtered on.
+    """
     txt_sim, img_sim = np.asarray(txt_sim, dtype=np.float64), np.asarray(img_sim, dtype=np.float64)
     keep = np.isfinite(txt_sim)
     if threshold is not None:
@@ -316,8 +320,12 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
     # a backend may define its own image-text score (the offline probe: a class probability); CLIP: cosine
     text_similarity = getattr(scorer, "text_similarity", None) or rowwise_cosine
     scores["clip_txt_sim"] = text_similarity(syn, txt) if len(rows) else np.zeros(0)
+    # A bad synthetic image is never kept. A missing/unreadable real image leaves clip_img_sim NaN (the status
+    # says why); it drops the row only when the image-image score is filtered on (--img_threshold).
+    syn_ok = np.array([k not in syn_err for k in syn_keys], dtype=bool)
+    real_ok = np.array([bool(k) and k not in real_err for k in real_keys], dtype=bool)
     scores["keep"] = keep_mask(scores["clip_txt_sim"], scores["clip_img_sim"], cfg.threshold, cfg.img_threshold)
-    scores["keep"] &= np.array([s == "ok" for s in status], dtype=bool)
+    scores["keep"] &= syn_ok & (real_ok if cfg.img_threshold is not None else True)
     scores["score_status"] = status
     result.scores = scores
     for s in status:
@@ -336,7 +344,10 @@ def scoring_metadata(result: ScoringResult, cfg: ScoringConfig) -> dict:
     meta["scoring"] = {
         "threshold": cfg.threshold,
         "img_threshold": cfg.img_threshold,
-        "rule": "keep = status ok and clip_txt_sim >= threshold" + (" and clip_img_sim >= img_threshold" if cfg.img_threshold is not None else ""),
+        "rule": "keep = synthetic image readable and clip_txt_sim >= threshold" + (
+            " and real image readable and clip_img_sim >= img_threshold" if cfg.img_threshold is not None
+            else " (no image threshold: a missing real image leaves clip_img_sim NaN and does not drop the row)"
+        ),
         "similarity": "cosine of projected, L2-normalised CLIP embeddings (model's own preprocessing)",
         "scorer": result.scorer,
         "source": result.index.source,

@@ -6,6 +6,9 @@ CLIP BPE tokenizer that ships inside open_clip) at a few million parameters, and
 `save_pretrained` so that gene_img loads them through the same `from_pretrained(folder)` path as a real model.
 
     python -m data_generation.tiny_models --kind sdxl-refiner --out runs/tiny-sdxl-refiner
+
+The real-size SDXL refiner architecture with random weights (for GPU benchmarks) is built by
+`data_generation.refiner_architecture`.
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ def _clip_bpe() -> tuple[dict[str, int], list[str]]:
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
-def write_clip_tokenizer(folder: str | Path) -> Path:
+def write_clip_tokenizer(folder: str | Path, pad_token: str = "<|endoftext|>") -> Path:
     """Write vocab.json/merges.txt of the real CLIP tokenizer to `folder` and return the folder.
 
     `CLIPTokenizer.from_pretrained(folder)` then gives the ids open_clip gives (49408 tokens, 77 max length).
+    `pad_token`: OpenAI CLIP pads with `<|endoftext|>`; SDXL's OpenCLIP `tokenizer_2` pads with `!` (id 0).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,17 +47,17 @@ def write_clip_tokenizer(folder: str | Path) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True,
+        "unk_token": "<|endoftext|>", "pad_token": pad_token, "do_lower_case": True,
         "tokenizer_class": "CLIPTokenizer",
     }))
     return folder
 
 
-def clip_tokenizer(tmp_dir: str | Path):
+def clip_tokenizer(tmp_dir: str | Path, pad_token: str = "<|endoftext|>"):
     """Return a transformers CLIPTokenizer with the real CLIP vocabulary (written to `tmp_dir`)."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_dir)))
+    return CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_dir, pad_token=pad_token)))
 
 
 def _text_config(**kw):

@@ -92,6 +92,56 @@ def test_batched_generation_equals_plain_diffusers_pipeline(request, fixture):
     np.testing.assert_allclose(again[0], got[0], atol=1e-5, rtol=0)
 
 
+def _count_vae_encodes(gen) -> list[int]:
+    """Wrap the backend's `vae.encode`; return the list that receives each call's batch size."""
+    calls: list[int] = []
+    encode = gen.pipe.vae.encode
+
+    def counted(x, *args, **kwargs):
+        calls.append(int(x.shape[0]))
+        return encode(x, *args, **kwargs)
+
+    gen.pipe.vae.encode = counted
+    return calls
+
+
+def test_each_source_image_is_vae_encoded_once_per_run(tmp_path, tiny_sdxl_dir):
+    """2 images x 3 strengths x 2 seeds: one VAE encode per image, and the very images an uncached run makes."""
+    kw = dict(data_csv=str(_table(tmp_path, n=2)), data_root=str(tmp_path), model_id=str(tiny_sdxl_dir),
+              strengths=[0.5, 0.75, 1.0], seeds=[10, 20], steps=4, batch_size=3, progress=False)
+    gen = load_generator(str(tiny_sdxl_dir))
+    calls = _count_vae_encodes(gen)
+    summary = run_generation(GenerationConfig(output_path=str(tmp_path / "cached"), **kw), generator=gen)
+    assert (summary.generated, summary.failed) == (12, 0)
+    assert calls == [1, 1]  # one single-image encode per source image, reused by its 6 variants
+
+    # the same run re-encoding per pipeline call (the former behaviour): 3 strengths x batches [3, 1] over the
+    # 4 (image, seed) rows of a strength = 9 encodes; its images are identical
+    plain = load_generator(str(tiny_sdxl_dir))
+    plain.image_cache_size = 0
+    plain.keep_images = lambda n: None
+    plain_calls = _count_vae_encodes(plain)
+    run_generation(GenerationConfig(output_path=str(tmp_path / "plain"), **kw), generator=plain)
+    assert len(plain_calls) == 9
+    written = sorted(p.relative_to(tmp_path / "cached") for p in (tmp_path / "cached").rglob("*.jpg"))
+    assert len(written) == 12
+    for rel in written:
+        np.testing.assert_array_equal(_pixels(tmp_path / "cached" / rel), _pixels(tmp_path / "plain" / rel))
+
+    # a cached key with different pixels is encoded again, never served the stale posterior
+    other = Image.open(tmp_path / "imgs" / "img0.jpg").convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    other = other.resize((80, 44))
+
+    def one(g):
+        return g.generate(GenerationBatch(images=[other], image_keys=["img0"], prompts=["a photo of a cheetah."],
+                                          generators=[make_generator("img0", 10)], strength=0.5, text_guidance=10.0,
+                                          steps=4))[0]
+
+    got = one(gen)
+    assert calls == [1, 1, 1]
+    np.testing.assert_allclose(got, one(load_generator(str(tiny_sdxl_dir))), atol=1e-5, rtol=0)
+
+
 def test_run_writes_discl_layout_and_manifest_then_resumes(tmp_path, tiny_sdxl_dir):
     cfg = _cfg(tmp_path, tiny_sdxl_dir, text_guidance=[5.0, 10.0])
     summary = run_generation(cfg)
@@ -172,6 +222,9 @@ def test_bad_inputs_are_counted_not_fatal(tmp_path, tiny_sd_dir):
     }
     failures = pd.read_csv(summary.failures_path)
     assert str(tmp_path / "imgs" / "missing.jpg") in " ".join(failures["reason"])
+    # the label the map lacks is reported with its sample, its label and the map file
+    noname = failures.set_index("sample_id").loc["noname", "reason"]
+    assert noname == f"sample 'noname': label 7 ('seven') has no name in the class-name map {names}"
     assert not (tmp_path / "escape.jpg").exists() and not (tmp_path / "x").exists()
     for sid in ("gray", "rgba", "deep"):
         out = tmp_path / "out" / "cat" / "Strength50_guidance100_seed1" / f"{sid}.jpg"

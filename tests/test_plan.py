@@ -82,7 +82,7 @@ def test_plan_counts_names_and_failures():
     reasons = {f.sample_id: f.reason for f in failures}
     assert "image name '../evil' is not a safe file name" in reasons["../evil"]
     assert "class name '../x' is not a safe file name" in reasons["c"]
-    assert "label 9" in reasons["d"] and "no name in the class-name map" in reasons["d"]
+    assert reasons["d"] == "sample 'd': label 9 ('ghost') has no name in the class-name map"
     row = plan.iloc[0]
     assert row.path == "cat/Strength50_guidance50_seed10/a.jpg"
     assert row.prompt == "a photo of a cat." and row.image_guidance == 0.5 and row.filepath == "a.jpg"

@@ -73,6 +73,9 @@ def test_keep_mask_edges():
     img = np.array([0.5, 0.9, np.nan, 0.9, 0.1])
     np.testing.assert_array_equal(keep_mask(txt, img, 0.25, None), [True, False, True, False, True])
     np.testing.assert_array_equal(keep_mask(txt, img, 0.25, 0.5), [True, False, False, False, False])
+    # a NaN image-image score (no real image) drops the row only under an image threshold
+    np.testing.assert_array_equal(keep_mask(txt, img, None, None), [True, True, True, False, True])
+    np.testing.assert_array_equal(keep_mask(txt, img, None, -1.0), [True, True, False, False, True])
 
 
 def test_folder_walk_finds_the_same_images_as_the_manifest(clip_dirs, spectrum_copy):
@@ -126,11 +129,22 @@ def test_corrupt_and_missing_images_are_reported_and_marked_not_fatal(clip_dirs,
     assert all(s.loc[p, "score_status"] == f"missing real image {real_missing}" for p in zebra)
     assert s.loc[zebra, "clip_img_sim"].isna().all() and s.loc[zebra, "clip_txt_sim"].notna().all()
     bad = cheetah[:2] + zebra
+    # no --img_threshold: only the image-text score filters, so a missing real image does not drop its rows;
+    # the bad synthetic images are never kept
+    assert not s.loc[cheetah[:2], "keep"].any()
+    assert s.loc[zebra, "keep"].all() and s.drop(index=cheetah[:2])["keep"].all() and len(s) == 12
+    fails = pd.read_csv(res.paths["failures"])
+    assert sorted(fails["path"]) == sorted(bad)  # every problem is still reported with its path
+    assert res.failure_reasons == {"unreadable synthetic image": 1, "missing synthetic image": 1, "missing real image": 6}
+    filtered = pd.read_parquet(res.paths["filtered"])
+    assert sorted(filtered["path"]) == sorted(s.index.difference(cheetah[:2]))
+
+    # with --img_threshold the image-image score filters too: a row without a real image cannot pass it
+    res = score_spectrum(_cfg(sp, "open_clip", clip_dirs, real_path=str(sp["data"]), threshold=-1.0, img_threshold=-1.0))
+    s = res.scores.set_index("path")
     assert not s.loc[bad, "keep"].any()
     assert s.drop(index=bad)["keep"].all() and len(s.drop(index=bad)) == 4  # the rest is scored and kept
-    fails = pd.read_csv(res.paths["failures"])
-    assert sorted(fails["path"]) == sorted(bad)
-    assert res.failure_reasons == {"unreadable synthetic image": 1, "missing synthetic image": 1, "missing real image": 6}
+    assert all(s.loc[p, "score_status"] == f"missing real image {real_missing}" for p in zebra)
 
 
 def test_summary_and_plots(clip_dirs, spectrum_copy):

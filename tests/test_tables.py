@@ -76,6 +76,57 @@ def test_errors_name_the_file_column_and_row(tmp_path):
         read_sample_table(tmp_path / "nope.csv")
 
 
+def test_almost_discl_layouts_name_the_file_closest_layout_and_missing_columns(tmp_path):
+    """A DisCL header with a column dropped or misspelt: the error says which layout and which column."""
+    iwildcam = (ASSETS / "sample_iwildcam.csv").read_text().splitlines()
+    dropped = pd.read_csv(ASSETS / "sample_iwildcam.csv", index_col=0).drop(columns=["img_name"])
+    path = tmp_path / "hard_iwildcam.csv"
+    dropped.to_csv(path)  # keeps DisCL's leading unnamed index column
+    with pytest.raises(TableError) as err:
+        read_sample_table(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: unknown sample-table layout: closest is DisCL's iWildCam layout")
+    assert "missing column(s) ['img_name']" in msg and "'label id'" in msg
+
+    lt = tmp_path / "ImageNet_LT_hard.csv"
+    lt.write_text("filepath,image_name,label\ntrain/n01/a.JPEG,a.JPEG,3\n")
+    with pytest.raises(TableError, match=r"ImageNet_LT_hard\.csv: unknown sample-table layout: closest is DisCL's "
+                                         r"ImageNet-LT layout \(filepath,image_name,label,classname\); "
+                                         r"missing column\(s\) \['classname'\]"):
+        read_sample_table(lt)
+    # a near-miss column name is pointed out
+    typo = tmp_path / "typo.csv"
+    typo.write_text(iwildcam[0].replace("img_name", "img name") + "\n" + iwildcam[1] + "\n")
+    with pytest.raises(TableError, match=r"typo\.csv: .*iWildCam.*\['img_name'\] \(is 'img name' meant to be 'img_name'\?\)"):
+        read_sample_table(typo)
+    canonical = tmp_path / "c.parquet"
+    pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label_name": ["cat"]}).to_parquet(canonical)
+    with pytest.raises(TableError, match=r"c\.parquet: .*closest is the canonical layout .*missing column\(s\) \['label'\]"):
+        read_sample_table(canonical)
+    # nothing in common with any layout: the three expected headers are listed
+    with pytest.raises(TableError, match=r"none\.csv: unknown sample-table layout; expected the canonical columns"):
+        read_sample_table(_write(tmp_path, "a,b\n1,2\n").rename(tmp_path / "none.csv"))
+
+
+def test_label_missing_from_the_class_name_map_is_reported_with_its_sample_and_map(tmp_path):
+    """gene_img's planner: a label the --class_names map lacks fails that sample, naming it, the label and the map."""
+    from data_generation.plan import plan_variants
+
+    table = read_sample_table(ASSETS / "sample_iwildcam.csv", data_root=tmp_path)
+    names_csv = tmp_path / "names.csv"
+    pd.DataFrame({"label": [0, 1], "classname": ["empty", "peccary"]}).to_csv(names_csv, index=False)
+    plan, failures = plan_variants(table, [0.5], [10.0], [10], "a photo of {name} in the wild",
+                                   class_names=read_class_names(names_csv), class_names_source=str(names_csv))
+    assert len(plan) == 0 and len(failures) == 1
+    sid = "8b5d271c-21bc-11ea-a13a-137349068a90"
+    assert failures[0].sample_id == sid
+    assert failures[0].reason == f"sample {sid!r}: label 58 ('Cheetah') has no name in the class-name map {names_csv}"
+    # with the bundled map the same row plans
+    plan, failures = plan_variants(table, [0.5], [10.0], [10], "a photo of {name} in the wild",
+                                   class_names=read_class_names(ASSETS / "iwildcam_class_names.csv"))
+    assert failures == [] and plan["prompt"].tolist() == ["a photo of cheetah in the wild"]
+
+
 def test_class_name_maps():
     imagenet = read_class_names(ASSETS / "imagenet_class_names.csv")
     assert len(imagenet) == 1000 and imagenet[0] == "tench"

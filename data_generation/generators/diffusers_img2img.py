@@ -5,16 +5,20 @@ passed through arguments the upstream call already accepts:
 
 * the prompt is encoded once per distinct prompt (`prompt_embeds`, `negative_prompt_embeds`, and the pooled
   embeddings for SDXL);
-* the source image is preprocessed and VAE-encoded once; each variant then samples its initial latents from
-  that posterior with its own generator - exactly the draw the pipeline would make - and passes them as a
-  4-channel `image`, which the pipeline takes as latents.
+* the source image is preprocessed and VAE-encoded once per (image, size) for the whole run, not once per
+  call: its posterior (the latent distribution) is kept in a bounded LRU cache across strengths, text
+  guidance scales, seeds and batches. Each variant then samples its initial latents from that posterior with
+  its own generator - exactly the draw the pipeline would make - and passes them as a 4-channel `image`,
+  which the pipeline takes as latents.
 
 Generators are consumed in the same order as inside the pipeline, so the result equals the plain pipeline
 called on one image with the same generator (up to batched-kernel rounding, ~1e-6).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -97,7 +101,8 @@ class DiffusersImg2ImgGenerator:
         "StableDiffusionPipeline",
     )
 
-    def __init__(self, pipe, model_id: str, device: str = "cpu", prompt_cache_size: int = 4096):
+    def __init__(self, pipe, model_id: str, device: str = "cpu", prompt_cache_size: int = 4096,
+                 image_cache_size: int = 64):
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
         if not isinstance(pipe, (StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline)):
@@ -115,6 +120,9 @@ class DiffusersImg2ImgGenerator:
         self.latent_passthrough = int(pipe.vae.config.latent_channels) == 4
         self._prompt_cache: OrderedDict = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
+        # (image key, width, height) -> (weak reference to the image, pixel digest, VAE posterior)
+        self._posterior_cache: OrderedDict = OrderedDict()
+        self.image_cache_size = image_cache_size
 
     @classmethod
     def from_pretrained(cls, model_id: str, device: str = "cpu", dtype: str = "fp32") -> "DiffusersImg2ImgGenerator":
@@ -125,7 +133,15 @@ class DiffusersImg2ImgGenerator:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Return the torch dtype the pipeline runs in (that of its UNet)."""
         return self.pipe.unet.dtype
+
+    def keep_images(self, n: int) -> None:
+        """Keep the VAE posteriors of at least the `n` most recently used source images; return None.
+
+        run_generation passes its chunk size, so every image of a chunk is encoded once for all its variants.
+        """
+        self.image_cache_size = max(self.image_cache_size, int(n))
 
     def describe(self) -> dict:
         """Return the pipeline class, model id, dtype and scheduler (recorded in the manifest metadata)."""
@@ -178,6 +194,32 @@ class DiffusersImg2ImgGenerator:
             self.pipe.vae.to(self.dtype)
         return dist
 
+    @staticmethod
+    def _digest(image) -> bytes:
+        return hashlib.blake2b(image.mode.encode() + image.tobytes(), digest_size=16).digest()
+
+    def _cached_posterior(self, key: str, image):
+        """Return the posterior of `image` (source `key`), encoding it only if this image is not cached.
+
+        A hit needs the same key and size and the same pixels: the same image object (what run_generation
+        passes for every variant of a source) or, for another object, an equal pixel digest. So a key reused
+        for a different picture is encoded again, never served a stale posterior.
+        """
+        ckey = (key, *image.size)
+        entry = self._posterior_cache.get(ckey)
+        if entry is not None:
+            ref, digest, dist = entry
+            if ref() is image or digest == self._digest(image):
+                self._posterior_cache.move_to_end(ckey)
+                return dist
+        dist = self._posterior(image)
+        if self.image_cache_size > 0:
+            self._posterior_cache[ckey] = (weakref.ref(image), self._digest(image), dist)
+            self._posterior_cache.move_to_end(ckey)
+            while len(self._posterior_cache) > self.image_cache_size:
+                self._posterior_cache.popitem(last=False)
+        return dist
+
     def _scale_latents(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.pipe.vae.config
         z = z.to(self.dtype)
@@ -189,13 +231,15 @@ class DiffusersImg2ImgGenerator:
         return cfg.scaling_factor * z
 
     def _initial_latents(self, batch: GenerationBatch) -> torch.Tensor:
-        posteriors: dict[str, object] = {}
+        in_call: dict[tuple, object] = {}  # items of one call share their image's posterior even uncached
         latents = []
         for key, image, gen in zip(batch.image_keys, batch.images, batch.generators):
-            if key not in posteriors:
-                posteriors[key] = self._posterior(image)
+            k = (str(key), id(image))
+            if k not in in_call:
+                in_call[k] = self._cached_posterior(str(key), image)
+            dist = in_call[k]
             # the same draw `retrieve_latents(vae.encode(x), generator)` makes inside the pipeline
-            latents.append(self._scale_latents(posteriors[key].sample(gen)))
+            latents.append(self._scale_latents(dist.sample(gen)))
         return torch.cat(latents)
 
     # ---------------------------------------------------------------------------------------------------
