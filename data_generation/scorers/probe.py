@@ -261,9 +261,14 @@ class ProbeScorer(TorchScorerMixin):
     def text_similarity(self, image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
         """Return, per row, p(c | image) for the class c whose vector `text_emb` is (NaN rows stay NaN)."""
         image_emb = np.asarray(image_emb, dtype=np.float64)
-        cls = np.argmax(np.nan_to_num(np.asarray(text_emb, dtype=np.float64)) @ self._class_vectors.T, axis=1)
-        logits = self.cfg.logit_scale * image_emb @ self._class_vectors.T.astype(np.float64)
-        logits -= np.nanmax(logits, axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return probs[np.arange(len(cls)), cls]
+        text_emb = np.asarray(text_emb, dtype=np.float64)
+        out = np.full(len(image_emb), np.nan)
+        ok = np.isfinite(image_emb).all(axis=1) & np.isfinite(text_emb).all(axis=1)  # unscorable rows stay NaN
+        if ok.any():
+            vectors = self._class_vectors.astype(np.float64)
+            cls = np.argmax(text_emb[ok] @ vectors.T, axis=1)
+            logits = self.cfg.logit_scale * image_emb[ok] @ vectors.T
+            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            out[ok] = probs[np.arange(len(cls)), cls]
+        return out
