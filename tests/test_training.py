@@ -76,6 +76,16 @@ def test_flyp_adaptive_run_writes_metrics_schedule_checkpoints(iwildcam, tmp_pat
     assert len(dyn) == 3 * iwildcam["n_train"] and dyn["true_prob"].between(0, 1).all()
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config"]["schedule"] == "adaptive" and cfg["config"]["levels"] == [50, 70, 90]
+    _assert_lr_ends_at_the_last_step(metrics, base=1e-4, warmup=2)
+
+
+def _assert_lr_ends_at_the_last_step(metrics: pd.DataFrame, base: float, warmup: int) -> None:
+    """The cosine spans the steps the run took: FLYP's formula at the last step, higher at every earlier epoch."""
+    total = int(metrics["step"].iloc[-1])
+    assert total > metrics["step"].diff().iloc[1:].max()  # several epochs of steps
+    last = base * 0.5 * (1 + np.cos(np.pi * (total - 1 - warmup) / (total - warmup)))
+    assert metrics["lr"].iloc[-1] == pytest.approx(last, rel=1e-9) and last < 0.1 * base
+    assert (metrics["lr"].iloc[:-1] > 2 * last).all()  # the minimum is never reached before the last epoch
 
 
 def test_flyp_resumed_run_equals_uninterrupted(iwildcam, tmp_path):
@@ -142,6 +152,8 @@ def test_lt_training_run_with_balanced_softmax(tmp_path):
     assert metrics["imagenet_lt/val/overall_acc"].between(0, 1).all()
     assert np.isfinite(metrics["train_loss"]).all()
     assert metrics["n_synthetic"].iloc[0] > 0 and metrics["n_synthetic"].iloc[-1] == 0
+    # epochs are a 30% subset + the tail, far fewer items than the real training data
+    _assert_lr_ends_at_the_last_step(metrics, base=1e-3, warmup=0)
     best = json.loads((run / "checkpoints" / "last" / "state.json").read_text())["extra"]["best"]
     assert best["metric"] == "imagenet_lt/val/overall_acc"  # selected on val, never on test
     assert train_lt.main(argv[:-1] + ["7", "--levels", "99"]) == 2  # a level with no images: clear error
@@ -203,3 +215,39 @@ def test_flyp_run_with_prototype_state(iwildcam, tmp_path):
                                          "--proto_warmup_steps", "4")) == 0
     metrics = pd.read_csv(run / "metrics.csv")
     assert (metrics["n_items"] - metrics["n_synthetic"] == iwildcam["n_train"]).all()
+
+
+def test_warmup_cosine_spans_the_steps_it_is_told_about():
+    """Exact lengths give FLYP's formula; a re-planned (adaptive) run decays without jumps to its last step."""
+    from training.lr_schedule import WarmupCosine
+
+    def run(plans: list[int], epochs_steps: list[int], warmup: int) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+        sched, lrs = WarmupCosine(opt, warmup), []
+        for remaining, n in zip(plans, epochs_steps):
+            sched.plan(remaining)
+            for _ in range(n):
+                lrs.append(opt.param_groups[0]["lr"])
+                sched.step()
+        assert sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+        return lrs
+
+    steps, w = [5, 7, 3, 3], 3
+    total = sum(steps)
+    exact = run([total - sum(steps[:i]) for i in range(4)], steps, w)
+    flyp = [0.5 * (k + 1) / w if k < w else 0.25 * (1 + np.cos(np.pi * (k - w) / (total - w))) for k in range(total)]
+    np.testing.assert_allclose(exact, flyp, rtol=1e-12)
+    # adaptive: the later epochs were first estimated at 7 steps each (the current level's length)
+    replanned = run([5 + 7 * 3, 7 + 7 * 2, 3 + 3, 3], steps, w)
+    after = np.array(replanned[w:])
+    assert (np.diff(after) < 0).all() and np.abs(np.diff(after)).max() < 0.2  # decreasing, no jump
+    assert replanned[-1] < 0.05 * 0.5 and min(replanned[:-1]) > replanned[-1]
+    # the state is JSON and restores the position exactly
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    a = WarmupCosine(opt, w)
+    a.plan(20)
+    for _ in range(6):
+        a.step()
+    b = WarmupCosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5), w)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.get_last_lr() == a.get_last_lr() and b.progress == a.progress

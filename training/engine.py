@@ -26,7 +26,8 @@ from curriculum.guidance import REAL_LEVEL, AdaptiveSchedule, FixedSchedule, lev
 from curriculum.tables import write_csv, write_json, write_parquet
 
 from .checkpoint import load_checkpoint, save_checkpoint, save_model_weights
-from .data import ItemDataset, stage_items
+from .data import ItemDataset, stage_items, synthetic_items
+from .lr_schedule import WarmupCosine
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,6 @@ class RunData:
     real_refresh_every: int = 100
 
 
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return f
-
-
 @torch.no_grad()
 def predict(task: Task, model: torch.nn.Module, items: pd.DataFrame, batch_size: int, device, num_workers: int = 0
             ) -> np.ndarray:
@@ -155,6 +146,19 @@ def items_for_epoch(data: RunData, level: int, epoch: int, seed: int, global_ste
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
 
 
+def epoch_size(data: RunData, level: int, epoch: int, seed: int) -> int:
+    """Return the number of items `items_for_epoch` composes for `epoch` at `level` (without drawing them)."""
+    if data.compose is not None:
+        return len(data.compose(epoch, level, np.random.default_rng([seed, epoch])))
+    return len(data.real) + len(synthetic_items(data.synthetic, level))
+
+
+def epoch_steps(n_items: int, batch_size: int, num_processes: int = 1, max_steps: int | None = None) -> int:
+    """Return the optimizer steps one process takes over `n_items` (accelerate shards batches evenly)."""
+    steps = math.ceil(math.ceil(n_items / batch_size) / num_processes)
+    return min(steps, max_steps) if max_steps else steps
+
+
 def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}."""
     from accelerate import Accelerator
@@ -170,14 +174,15 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_real = len(data.real)
-    steps_per_epoch = math.ceil(max(n_real, 1) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = max(1, cfg.epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
+    scheduler = WarmupCosine(optimizer, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = cfg.make_schedule()
+    sizes: dict[tuple[int, int], int] = {}  # (epoch, level) -> composed item count
+
+    def steps_of(epoch: int, level: int) -> int:
+        if (epoch, level) not in sizes:
+            sizes[epoch, level] = epoch_size(data, level, epoch, cfg.seed)
+        return epoch_steps(sizes[epoch, level], cfg.batch_size, accelerator.num_processes, cfg.max_steps_per_epoch)
 
     start_epoch, global_step, best = 0, 0, None
     ckpt = run / "checkpoints" / "last"
@@ -205,12 +210,19 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         loader = torch.utils.data.DataLoader(ItemDataset(items, task.train_transform), batch_size=cfg.batch_size,
                                              shuffle=False, drop_last=False, num_workers=cfg.num_workers, generator=gen)
         loader = accelerator.prepare(loader)
+        # the LR schedule's length: this epoch's steps plus the later epochs' (from their composed item counts;
+        # an adaptive schedule's future levels are taken as the current one until they are chosen)
+        n_steps = min(len(loader), cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else len(loader)
+        scheduler.plan(n_steps + sum(steps_of(e, schedule.level_at(e) if schedule is not None else REAL_LEVEL)
+                                     for e in range(epoch + 1, cfg.epochs)))
         model.train()
+        lr = scheduler.get_last_lr()[0]
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch} level {level}", leave=False, unit="batch")
         for i, (x, y, _) in enumerate(bar):
             if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
                 break
+            lr = scheduler.get_last_lr()[0]
             with accelerator.autocast():
                 loss = task.training_loss(model, x, y)
             accelerator.backward(loss)
@@ -222,7 +234,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         row = {"epoch": epoch, "step": global_step, "level": level, "n_items": len(items),
                "n_synthetic": int((items["source"] == "synthetic").sum()), "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": scheduler.get_last_lr()[0]}
+               "lr": lr}  # the LR of the epoch's last step
         sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
         unwrapped = accelerator.unwrap_model(model)
         if isinstance(schedule, AdaptiveSchedule) and prev_val_probs is not None and epoch + 1 < cfg.curriculum_epoch:
