@@ -251,3 +251,71 @@ def test_warmup_cosine_spans_the_steps_it_is_told_about():
     b = WarmupCosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5), w)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.get_last_lr() == a.get_last_lr() and b.progress == a.progress
+
+
+def test_flyp_loss_goes_through_the_forward_of_a_wrapper(iwildcam):
+    """A DDP-like wrapper exposes only forward: FLYP's loss calls it and equals the loss of the bare model."""
+    from curriculum.tables import read_prompt_templates
+    from training.flyp import FLYPTask, load_open_clip
+
+    torch.manual_seed(0)
+    model, _, _, tok = load_open_clip(iwildcam["model"], "")
+
+    class ForwardOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(*args)
+
+    wrapped = ForwardOnly(model)
+    assert not hasattr(wrapped, "encode_image")
+    task = FLYPTask(model, None, None, tok, ["cat", "dog", "cow"], read_prompt_templates("iwildcam"))
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    task.set_epoch(3)
+    direct = task.training_loss(model, images, labels)
+    task.set_epoch(3)
+    through = task.training_loss(wrapped, images, labels)
+    torch.testing.assert_close(through, direct)
+    through.backward()
+    assert model.logit_scale.grad is not None and model.visual.conv1.weight.grad.abs().sum() > 0
+
+
+def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_path, monkeypatch):
+    """Real DistributedDataParallel (gloo, one CPU process) around the model; a non-main process writes nothing."""
+    import torch.distributed as dist
+    from accelerate import Accelerator
+    from torch.nn.parallel import DistributedDataParallel
+
+    from training.flyp import load_open_clip
+
+    orig_prepare, seen = Accelerator.prepare, {}
+
+    def prepare(self, *objs, **kw):
+        out = orig_prepare(self, *objs, **kw)
+        wrap = lambda o: DistributedDataParallel(o) if isinstance(o, torch.nn.Module) else o  # noqa: E731
+        return tuple(wrap(o) for o in out) if isinstance(out, tuple) else wrap(out)
+
+    def train(cfg, task, data):
+        seen["task"] = task
+        seen["result"] = orig_train(cfg, task, data)
+        return seen["result"]
+
+    orig_train = finetune_flyp.train
+    monkeypatch.setattr(Accelerator, "prepare", prepare)
+    monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
+    monkeypatch.setattr(finetune_flyp, "train", train)
+    run = tmp_path / "run"
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        assert finetune_flyp.main(_flyp_argv(iwildcam, run, "--progress_guid", "--log_dynamics", "--epochs", "2")) == 0
+    finally:
+        dist.destroy_process_group()
+    metrics = seen["result"]["metrics"]
+    assert metrics["epoch"].tolist() == [0, 1] and np.isfinite(metrics["train_loss"]).all()
+    torch.manual_seed(0)  # the script's initialisation
+    before = load_open_clip(iwildcam["model"], "")[0].state_dict()
+    after = seen["task"].model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # trained through the wrapper
+    assert [p for p in run.rglob("*")] == []  # metrics, schedule, checkpoints, models, dynamics: main process only

@@ -81,9 +81,13 @@ class Task(Protocol):
     train_transform: Callable
     eval_transform: Callable
 
-    def training_loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+    def training_loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return the batch loss; `model` may be a DDP wrapper: call it, never its attributes."""
+        ...
 
-    def class_logits(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor: ...
+    def class_logits(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Return class logits; `model` is the unwrapped module."""
+        ...
 
     def prepare_eval(self, model: torch.nn.Module) -> None: ...
 
@@ -167,8 +171,10 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
     torch.manual_seed(cfg.seed)
-    write_json({"config": asdict(cfg), "task": task.name}, run / "config.json")
+    if main:
+        write_json({"config": asdict(cfg), "task": task.name}, run / "config.json")
 
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -197,7 +203,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
     prev_val_probs = None
     if isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val):
-        prev_val_probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator.device)
+        prev_val_probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator)
 
     last_epoch = cfg.epochs if cfg.epochs_per_invocation is None else min(cfg.epochs, start_epoch + cfg.epochs_per_invocation)
     for epoch in range(start_epoch, last_epoch):
@@ -218,7 +224,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         model.train()
         lr = scheduler.get_last_lr()[0]
         losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch} level {level}", leave=False, unit="batch")
+        bar = tqdm(loader, desc=f"epoch {epoch} level {level}", leave=False, unit="batch",
+                   disable=not accelerator.is_local_main_process)
         for i, (x, y, _) in enumerate(bar):
             if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
                 break
@@ -232,13 +239,15 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             losses.append(float(loss.detach()))
             global_step += 1
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean"))
         row = {"epoch": epoch, "step": global_step, "level": level, "n_items": len(items),
-               "n_synthetic": int((items["source"] == "synthetic").sum()), "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "n_synthetic": int((items["source"] == "synthetic").sum()), "train_loss": train_loss,
                "lr": lr}  # the LR of the epoch's last step
         sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
         unwrapped = accelerator.unwrap_model(model)
         if isinstance(schedule, AdaptiveSchedule) and prev_val_probs is not None and epoch + 1 < cfg.curriculum_epoch:
-            cur = _true_probs(task, unwrapped, data.curriculum_val, cfg, accelerator.device)
+            cur = _true_probs(task, unwrapped, data.curriculum_val, cfg, accelerator)
             progress = level_progress(prev_val_probs, cur, data.curriculum_val["level"].to_numpy())
             nxt = schedule.choose(progress, epoch=epoch + 1, step=global_step)
             prev_val_probs = cur
@@ -248,33 +257,47 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             probs = predict(task, unwrapped, split_items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
             for k, v in task.split_metrics(split, probs.argmax(axis=1), split_items["label"].to_numpy()).items():
                 row[k] = v
-        if cfg.log_dynamics:
+        if cfg.log_dynamics and main:
             _log_dynamics(task, unwrapped, data.real, cfg, accelerator.device, epoch, run)
         row["seconds"] = time.perf_counter() - t0
         metrics_rows.append(row)
         schedule_rows.append(sched_row)
-        write_csv(pd.DataFrame(metrics_rows), run / "metrics.csv")
-        write_csv(pd.DataFrame(schedule_rows), run / "schedule.csv")
+        if main:
+            write_csv(pd.DataFrame(metrics_rows), run / "metrics.csv")
+            write_csv(pd.DataFrame(schedule_rows), run / "schedule.csv")
         if cfg.select_metric and cfg.select_metric in row:
             val = row[cfg.select_metric]
             better = best is None or (val > best["value"] if cfg.select_mode == "max" else val < best["value"])
             if better:
                 best = {"epoch": epoch, "metric": cfg.select_metric, "value": val}
-                save_model_weights(run / "best_model.safetensors", unwrapped, {"epoch": epoch, cfg.select_metric: val})
+                if main:
+                    save_model_weights(run / "best_model.safetensors", unwrapped, {"epoch": epoch, cfg.select_metric: val})
         extra = {"epoch": epoch, "global_step": global_step, "best": best,
                  "schedule": schedule.state_dict() if isinstance(schedule, AdaptiveSchedule) else None}
-        save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra)
+        if main:
+            save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra)
+        accelerator.wait_for_everyone()  # the checkpoint is complete before any process goes on (or stops)
     if last_epoch < cfg.epochs:
         return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": False}
-    save_model_weights(run / "final_model.safetensors", accelerator.unwrap_model(model))
-    if isinstance(schedule, AdaptiveSchedule):
-        write_json(schedule.state_dict(), run / "adaptive_schedule.json")
+    if main:
+        save_model_weights(run / "final_model.safetensors", accelerator.unwrap_model(model))
+        if isinstance(schedule, AdaptiveSchedule):
+            write_json(schedule.state_dict(), run / "adaptive_schedule.json")
+    accelerator.wait_for_everyone()
     return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
 
 
-def _true_probs(task: Task, model, items: pd.DataFrame, cfg: TrainConfig, device) -> np.ndarray:
-    probs = predict(task, model, items, cfg.eval_batch_size, device, cfg.num_workers)
-    return probs[np.arange(len(items)), items["label"].to_numpy()]
+def _true_probs(task: Task, model, items: pd.DataFrame, cfg: TrainConfig, accelerator) -> np.ndarray:
+    """Return the true-class probabilities on `items`, the main process's on every process.
+
+    Every process evaluates the same (synchronised) weights; taking the main process's values makes the
+    adaptive schedule's choice identical everywhere even where kernels differ in the last bits.
+    """
+    from accelerate.utils import broadcast
+
+    probs = predict(task, model, items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
+    true = torch.from_numpy(np.ascontiguousarray(probs[np.arange(len(items)), items["label"].to_numpy()]))
+    return broadcast(true.to(accelerator.device), from_process=0).cpu().numpy()
 
 
 def _log_dynamics(task: Task, model, real: pd.DataFrame, cfg: TrainConfig, device, epoch: int, run: Path) -> None:
