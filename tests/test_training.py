@@ -131,18 +131,28 @@ def test_lt_epoch_composition_tops_up_the_tail():
     assert set(other.loc[other["label"] == 0, "sample_id"]) != set(head["sample_id"])
 
 
-def test_lt_training_run_with_balanced_softmax(tmp_path):
+@pytest.fixture
+def imagenet_lt(tmp_path):
+    """A tiny ImageNet-LT list (120/60/4 images per class; class 2 is the tail) and synthetic tail images."""
     lst = make_fake_imagenet_lt(tmp_path / "lt", {0: 120, 1: 60, 2: 4})
     table = load_imagenet_lt(lst, data_root=tmp_path / "lt")
     table["split"] = ["train" if i % 5 else ("val" if i % 10 == 0 else "test") for i in range(len(table))]
     table.drop(columns="source_path").to_parquet(tmp_path / "lt.parquet")
-    tail = load_real(tmp_path / "lt.parquet", tmp_path / "lt")
-    manifest = make_synthetic_manifest(tmp_path / "syn", tail[tail["label"] == 2], strengths=(0.9, 0.7, 0.5), seeds=(1, 2, 3))
-    run = tmp_path / "run"
-    argv = ["--data_table", str(tmp_path / "lt.parquet"), "--data_root", str(tmp_path / "lt"), "--syn_manifest",
-            str(manifest), "--arch", "resnet10t", "--img_size", "32", "--loss", "balanced_softmax", "--run_dir", str(run),
+    real = load_real(tmp_path / "lt.parquet", tmp_path / "lt")
+    manifest = make_synthetic_manifest(tmp_path / "syn", real[real["label"] == 2], strengths=(0.9, 0.7, 0.5), seeds=(1, 2, 3))
+    return {"table": tmp_path / "lt.parquet", "root": tmp_path / "lt", "manifest": manifest, "real": real}
+
+
+def _lt_argv(d, run_dir, *extra):
+    return ["--data_table", str(d["table"]), "--data_root", str(d["root"]), "--syn_manifest", str(d["manifest"]),
+            "--arch", "resnet10t", "--img_size", "32", "--loss", "balanced_softmax", "--run_dir", str(run_dir),
             "--epochs", "3", "--curriculum", "--curriculum_epoch", "2", "--levels", "10", "30", "--batch_size", "16",
-            "--num_workers", "0", "--device", "cpu", "--tail_max_count", "19"]
+            "--num_workers", "0", "--device", "cpu", "--tail_max_count", "19", *extra]
+
+
+def test_lt_training_run_with_balanced_softmax(imagenet_lt, tmp_path):
+    run = tmp_path / "run"
+    argv = _lt_argv(imagenet_lt, run)
     assert train_lt.main(argv) == 0
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics["level"].tolist() == [10, 30, 100]
@@ -156,7 +166,35 @@ def test_lt_training_run_with_balanced_softmax(tmp_path):
     _assert_lr_ends_at_the_last_step(metrics, base=1e-3, warmup=0)
     best = json.loads((run / "checkpoints" / "last" / "state.json").read_text())["extra"]["best"]
     assert best["metric"] == "imagenet_lt/val/overall_acc"  # selected on val, never on test
-    assert train_lt.main(argv[:-1] + ["7", "--levels", "99"]) == 2  # a level with no images: clear error
+    assert train_lt.main(argv + ["--levels", "99"]) == 2  # a level with no images: clear error
+
+
+def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys):
+    """--composition mixed: every real image + the level's synthetic, real part drawn by prototype difficulty."""
+    from curriculum import save_curriculum_state
+
+    real = imagenet_lt["real"]
+    state = tmp_path / "proto"
+    save_curriculum_state(state, real["sample_id"].tolist(), {"difficulty": np.linspace(0, 1, len(real))})
+    run = tmp_path / "run"
+    # the reference composition draws its own real subset: a clear error at startup naming both flags
+    assert train_lt.main(_lt_argv(imagenet_lt, run, "--prototype_state", str(state))) == 2
+    err = capsys.readouterr().err
+    assert "--prototype_state" in err and "--composition mixed" in err and not run.exists()
+    # the interface of the offline demo: --composition mixed --prototype_state STATE --curriculum --progress_guid
+    argv = _lt_argv(imagenet_lt, run, "--composition", "mixed", "--prototype_state", str(state),
+                    "--proto_warmup_steps", "4", "--progress_guid", "--curriculum_val_size", "1")
+    assert train_lt.main(argv) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert (metrics["n_items"] - metrics["n_synthetic"] == len(real)).all()  # every real image, each epoch
+    syn = load_synthetic(imagenet_lt["manifest"])
+    n_val_sources = 1
+    per_level = syn.groupby("level").size()
+    assert metrics["n_synthetic"].iloc[0] == per_level[10] - 3 * n_val_sources  # level 10, minus held-out images
+    assert metrics["n_synthetic"].iloc[-1] == 0 and metrics["level"].iloc[-1] == 100
+    sched = pd.read_csv(run / "schedule.csv")
+    assert sched["next_level"].iloc[0] in (10, 30) and sched["level"].iloc[1] == sched["next_level"].iloc[0]
+    assert (run / "final_model.safetensors").is_file()
 
 
 def test_checkpoint_round_trip_restores_optimizer(tmp_path):
