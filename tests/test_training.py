@@ -88,12 +88,8 @@ def _assert_lr_ends_at_the_last_step(metrics: pd.DataFrame, base: float, warmup:
     assert (metrics["lr"].iloc[:-1] > 2 * last).all()  # the minimum is never reached before the last epoch
 
 
-def test_flyp_resumed_run_equals_uninterrupted(iwildcam, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert finetune_flyp.main(_flyp_argv(iwildcam, a, "--progress_guid")) == 0
-    assert finetune_flyp.main(_flyp_argv(iwildcam, b, "--progress_guid", "--epochs_per_invocation", "2")) == 0
-    assert not (b / "final_model.safetensors").exists()
-    assert finetune_flyp.main(_flyp_argv(iwildcam, b, "--progress_guid", "--resume")) == 0
+def _assert_same_run(a, b) -> None:
+    """Two run folders hold the same final weights, schedule followed and metrics (timing aside)."""
     wa, wb = load_file(str(a / "final_model.safetensors")), load_file(str(b / "final_model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -101,6 +97,24 @@ def test_flyp_resumed_run_equals_uninterrupted(iwildcam, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(a / "schedule.csv"), pd.read_csv(b / "schedule.csv"))
     ma, mb = pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv")
     pd.testing.assert_frame_equal(ma.drop(columns="seconds"), mb.drop(columns="seconds"), atol=1e-6)
+
+
+def test_flyp_adaptive_run_resumed_mid_curriculum_equals_uninterrupted(iwildcam, tmp_path):
+    """Interrupted after epoch 0 (mid-curriculum, adaptive) and after epoch 2 (its end): same run as without."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    flags = ("--progress_guid", "--log_dynamics", "--epochs", "4", "--curriculum_epoch", "3")
+    assert finetune_flyp.main(_flyp_argv(iwildcam, a, *flags)) == 0
+    assert finetune_flyp.main(_flyp_argv(iwildcam, b, *flags, "--epochs_per_invocation", "1")) == 0
+    assert not (b / "final_model.safetensors").exists()
+    assert pd.read_csv(b / "schedule.csv")["epoch"].tolist() == [0]
+    assert finetune_flyp.main(_flyp_argv(iwildcam, b, *flags, "--resume", "--epochs_per_invocation", "2")) == 0
+    assert finetune_flyp.main(_flyp_argv(iwildcam, b, *flags, "--resume")) == 0
+    _assert_same_run(a, b)
+    sched = pd.read_csv(b / "schedule.csv")
+    assert sched["next_level"].notna().sum() == 2 and sched["level"].tolist()[-1] == 100  # two adaptive choices
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "dynamics.parquet"), pd.read_parquet(b / "dynamics.parquet"),
+                                  atol=1e-6)
+    assert json.loads((a / "adaptive_schedule.json").read_text()) == json.loads((b / "adaptive_schedule.json").read_text())
 
 
 def test_balanced_softmax_by_formula():
@@ -167,6 +181,20 @@ def test_lt_training_run_with_balanced_softmax(imagenet_lt, tmp_path):
     best = json.loads((run / "checkpoints" / "last" / "state.json").read_text())["extra"]["best"]
     assert best["metric"] == "imagenet_lt/val/overall_acc"  # selected on val, never on test
     assert train_lt.main(argv + ["--levels", "99"]) == 2  # a level with no images: clear error
+
+
+def test_lt_resumed_run_equals_uninterrupted(imagenet_lt, tmp_path):
+    """The reference composition and fixed schedule, interrupted mid-curriculum: same weights, schedule, metrics."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train_lt.main(_lt_argv(imagenet_lt, a)) == 0
+    assert train_lt.main(_lt_argv(imagenet_lt, b, "--epochs_per_invocation", "1")) == 0
+    assert pd.read_csv(b / "schedule.csv")["level"].tolist() == [10]
+    assert train_lt.main(_lt_argv(imagenet_lt, b, "--resume")) == 0
+    assert pd.read_csv(b / "schedule.csv")["level"].tolist() == [10, 30, 100]
+    _assert_same_run(a, b)
+    for name in ("best_model.safetensors", "checkpoints/last/model.safetensors"):
+        wa, wb = load_file(str(a / name)), load_file(str(b / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys):

@@ -6,12 +6,13 @@ during the curriculum, an adaptive schedule is fed the per-level progress on the
 the model is evaluated on the evaluation splits, metrics appended to `metrics.csv`, a checkpoint written
 (safetensors + JSON) and the schedule followed appended to `schedule.csv`. `resume=True` continues from the
 last checkpoint and follows the same schedule as an uninterrupted run (every random choice is seeded by
-(seed, epoch)).
+(seed, epoch): the composition, the global RNGs augmentations draw from, FLYP's prompt templates).
 """
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,6 +209,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     last_epoch = cfg.epochs if cfg.epochs_per_invocation is None else min(cfg.epochs, start_epoch + cfg.epochs_per_invocation)
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
+        _seed_epoch(cfg.seed, epoch, accelerator.process_index)
         if hasattr(task, "set_epoch"):
             task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
         level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
@@ -285,6 +287,15 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             write_json(schedule.state_dict(), run / "adaptive_schedule.json")
     accelerator.wait_for_everyone()
     return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
+
+
+def _seed_epoch(seed: int, epoch: int, process: int) -> None:
+    """Seed torch, numpy and Python's global RNGs from (seed, epoch, process) (augmentations draw from them;
+    timm's random-resized crop uses Python's `random`), so an epoch's randomness is the same after a resume."""
+    s = int(np.random.SeedSequence([seed, epoch, process]).generate_state(1)[0])
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
 
 
 def _true_probs(task: Task, model, items: pd.DataFrame, cfg: TrainConfig, accelerator) -> np.ndarray:
