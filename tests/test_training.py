@@ -76,6 +76,11 @@ def test_flyp_adaptive_run_writes_metrics_schedule_checkpoints(iwildcam, tmp_pat
     assert len(dyn) == 3 * iwildcam["n_train"] and dyn["true_prob"].between(0, 1).all()
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config"]["schedule"] == "adaptive" and cfg["config"]["levels"] == [50, 70, 90]
+    # every parsed flag, not only the TrainConfig
+    cli = cfg["cli_args"]
+    assert cli["data_table"] == str(iwildcam["table"]) and cli["syn_manifest"] == str(iwildcam["manifest"])
+    assert cli["model"] == iwildcam["model"] and cli["templates"] == "iwildcam" and cli["progress_guid"] is True
+    assert cli["levels"] is None and cli["min_level"] == 50 and cli["prototype_state"] is None
     _assert_lr_ends_at_the_last_step(metrics, base=1e-4, warmup=2)
 
 
@@ -223,6 +228,9 @@ def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys
     sched = pd.read_csv(run / "schedule.csv")
     assert sched["next_level"].iloc[0] in (10, 30) and sched["level"].iloc[1] == sched["next_level"].iloc[0]
     assert (run / "final_model.safetensors").is_file()
+    cli = json.loads((run / "config.json").read_text())["cli_args"]
+    assert cli["composition"] == "mixed" and cli["prototype_state"] == str(state) and cli["proto_warmup_steps"] == 4
+    assert cli["loss"] == "balanced_softmax" and cli["arch"] == "resnet10t" and cli["levels"] == [10, 30]
 
 
 def test_checkpoint_round_trip_restores_optimizer(tmp_path):

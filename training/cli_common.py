@@ -57,5 +57,5 @@ def train_config(args, levels: list[int], optimizer: str, select_metric: str) ->
         curriculum_val_size=args.curriculum_val_size, seed=args.seed, device=args.device,
         mixed_precision=args.mixed_precision, num_workers=args.num_workers, max_steps_per_epoch=args.max_steps_per_epoch,
         select_metric=select_metric, log_dynamics=args.log_dynamics, resume=args.resume,
-        epochs_per_invocation=args.epochs_per_invocation,
+        epochs_per_invocation=args.epochs_per_invocation, cli_args=dict(vars(args)),
     )

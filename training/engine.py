@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,8 @@ class TrainConfig:
     resume: bool = False
     #: stop after this many epochs in this invocation (a cluster job's time limit); resume continues
     epochs_per_invocation: int | None = None
+    #: every parsed command-line flag of the script that made this config (recorded in config.json)
+    cli_args: Mapping = field(default_factory=dict)
 
     def make_schedule(self):
         """Return the guidance schedule this config asks for (None without a curriculum)."""
@@ -164,6 +167,14 @@ def epoch_steps(n_items: int, batch_size: int, num_processes: int = 1, max_steps
     return min(steps, max_steps) if max_steps else steps
 
 
+def resolved_config(cfg: TrainConfig, task_name: str) -> dict:
+    """Return what config.json records: the TrainConfig, the task, every CLI flag and the working directory
+    the flags' relative paths are relative to."""
+    config = asdict(cfg)
+    cli = dict(config.pop("cli_args"))
+    return {"config": config, "task": task_name, "cli_args": cli, "cwd": os.getcwd()}
+
+
 def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}."""
     from accelerate import Accelerator
@@ -175,7 +186,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
     torch.manual_seed(cfg.seed)
     if main:
-        write_json({"config": asdict(cfg), "task": task.name}, run / "config.json")
+        write_json(resolved_config(cfg, task.name), run / "config.json")
 
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
