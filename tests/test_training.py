@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,24 @@ def test_stage_items_keep_non_hard_real_data(iwildcam):
     assert (items["level"] == 70).sum() == iwildcam["n_hard"] * 2
     with pytest.raises(ValueError, match="not a class of the real training data"):
         load_synthetic(iwildcam["manifest"], known_labels=[0])
+
+
+def test_missing_images_are_an_error_before_training(iwildcam, tmp_path, capsys):
+    """Missing synthetic or real images: exit 2 at startup, naming the file they come from, the count, the first."""
+    run = tmp_path / "run"
+    syn = load_synthetic(iwildcam["manifest"])
+    gone = syn["path"].iloc[1]
+    Path(gone).unlink()
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run)) == 2
+    err = capsys.readouterr().err
+    assert str(iwildcam["manifest"]) in err and f"1 of {len(syn)} image file(s)" in err and gone in err
+    real = load_real(iwildcam["table"], iwildcam["root"])
+    for p in real["source_path"].iloc[[3, 5]]:
+        Path(p).unlink()
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run)) == 2
+    err = capsys.readouterr().err
+    assert str(iwildcam["table"]) in err and "'train'" in err and "2 of 12 image file(s)" in err
+    assert real["source_path"].iloc[3] in err and not run.exists()
 
 
 def test_flyp_adaptive_run_writes_metrics_schedule_checkpoints(iwildcam, tmp_path):
