@@ -274,6 +274,44 @@ def test_checkpoint_round_trip_restores_optimizer(tmp_path):
     assert not any(p.name.endswith(".pkl") or p.suffix in {".pt", ".pth", ".bin"} for p in (tmp_path / "ck").iterdir())
 
 
+def test_checkpoint_round_trip_restores_the_grad_scaler(tmp_path):
+    """The fp16 GradScaler's scale and growth tracker survive a checkpoint, as JSON (no pickle)."""
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    for _ in range(3):
+        scaler.scale(model(torch.randn(4, 3)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert scaler.get_scale() == 2.0 ** 11 and scaler.state_dict()["_growth_tracker"] == 1
+    save_checkpoint(tmp_path / "ck", model, opt, scaler=scaler)
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["scaler"]["scale"] == 2.0 ** 11
+    fresh = torch.amp.GradScaler("cpu")
+    load_checkpoint(tmp_path / "ck", torch.nn.Linear(3, 2), scaler=fresh)
+    assert fresh.state_dict() == scaler.state_dict()
+
+
+def test_fp16_grad_scaler_state_is_resumed(iwildcam, tmp_path, monkeypatch):
+    """With accelerate's GradScaler (as under fp16 on a GPU) the resumed run continues its scale."""
+    from accelerate import Accelerator
+
+    orig_init = Accelerator.__init__
+
+    def init(self, *args, **kw):
+        orig_init(self, *args, **kw)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4, growth_interval=1)  # doubles every step
+
+    monkeypatch.setattr(Accelerator, "__init__", init)
+    run = tmp_path / "run"
+    flags = ("--epochs", "2", "--curriculum_epoch", "1")
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run, *flags, "--epochs_per_invocation", "1")) == 0
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["scaler"]["scale"] == 2.0 ** (4 + state["extra"]["global_step"])
+    assert finetune_flyp.main(_flyp_argv(iwildcam, run, *flags, "--resume")) == 0
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["extra"]["global_step"] > 2 and state["scaler"]["scale"] == 2.0 ** (4 + state["extra"]["global_step"])
+
+
 def test_prototype_weighting_draws_real_data_through_the_curriculum_sampler(iwildcam, tmp_path):
     """The real part of an epoch follows the saved prototype difficulty: near-prototype samples first."""
     from curriculum import save_curriculum_state

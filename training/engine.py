@@ -207,7 +207,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     metrics_rows: list[dict] = []
     schedule_rows: list[dict] = []
     if cfg.resume and ckpt.is_dir():
-        extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+        extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
         start_epoch, global_step, best = extra["epoch"] + 1, extra["global_step"], extra.get("best")
         if isinstance(schedule, AdaptiveSchedule):
             schedule.load_state_dict(extra["schedule"])
@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         extra = {"epoch": epoch, "global_step": global_step, "best": best,
                  "schedule": schedule.state_dict() if isinstance(schedule, AdaptiveSchedule) else None}
         if main:
-            save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra)
+            save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra, scaler=accelerator.scaler)
         accelerator.wait_for_everyone()  # the checkpoint is complete before any process goes on (or stops)
     if last_epoch < cfg.epochs:
         return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": False}
