@@ -221,9 +221,34 @@ def test_lt_resumed_run_equals_uninterrupted(imagenet_lt, tmp_path):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys):
-    """--composition mixed: every real image + the level's synthetic, real part drawn by prototype difficulty."""
+def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys, monkeypatch):
+    """--composition mixed: every real image + the level's synthetic, real part drawn by prototype difficulty;
+    --tensorboard logs each epoch's metrics row."""
+    import sys
+    import types
+
     from curriculum import save_curriculum_state
+
+    # --tensorboard without the tensorboard package: a clear error at startup
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert train_lt.main(_lt_argv(imagenet_lt, tmp_path / "tb", "--composition", "mixed", "--tensorboard")) == 2
+    assert "pip install tensorboard" in capsys.readouterr().err and not (tmp_path / "tb").exists()
+    logged: list[tuple] = []
+
+    class SummaryWriter:  # records what the engine logs (the package is optional and not installed in CI)
+        def __init__(self, log_dir):
+            logged.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, global_step):
+            logged.append((tag, value, global_step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            logged.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
 
     real = imagenet_lt["real"]
     state = tmp_path / "proto"
@@ -235,9 +260,14 @@ def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys
     assert "--prototype_state" in err and "--composition mixed" in err and not run.exists()
     # the interface of the offline demo: --composition mixed --prototype_state STATE --curriculum --progress_guid
     argv = _lt_argv(imagenet_lt, run, "--composition", "mixed", "--prototype_state", str(state),
-                    "--proto_warmup_steps", "4", "--progress_guid", "--curriculum_val_size", "1")
+                    "--proto_warmup_steps", "4", "--progress_guid", "--curriculum_val_size", "1", "--tensorboard")
     assert train_lt.main(argv) == 0
     metrics = pd.read_csv(run / "metrics.csv")
+    assert logged[0] == ("open", str(run / "tensorboard")) and logged[-1] == ("close",)
+    scalars = pd.DataFrame(logged[1:-1], columns=["tag", "value", "epoch"]).pivot(index="epoch", columns="tag", values="value")
+    assert scalars.index.tolist() == [0, 1, 2]
+    for col in ("train_loss", "lr", "level", "imagenet_lt/val/overall_acc", "imagenet_lt/test/few_acc"):
+        np.testing.assert_allclose(scalars[col].to_numpy(), metrics[col].to_numpy(), rtol=1e-9)
     assert (metrics["n_items"] - metrics["n_synthetic"] == len(real)).all()  # every real image, each epoch
     syn = load_synthetic(imagenet_lt["manifest"])
     n_val_sources = 1

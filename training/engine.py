@@ -3,7 +3,8 @@
 Per epoch: the schedule gives the level; the task composes the epoch's items (real + that level's
 synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). Then,
 during the curriculum, an adaptive schedule is fed the per-level progress on the curriculum-validation split;
-the model is evaluated on the evaluation splits, metrics appended to `metrics.csv`, a checkpoint written
+the model is evaluated on the evaluation splits, metrics appended to `metrics.csv` (and TensorBoard with
+`tensorboard=True`), a checkpoint written
 (safetensors + JSON) and the schedule followed appended to `schedule.csv`. `resume=True` continues from the
 last checkpoint and follows the same schedule as an uninterrupted run (every random choice is seeded by
 (seed, epoch): the composition, the global RNGs augmentations draw from, FLYP's prompt templates).
@@ -62,6 +63,8 @@ class TrainConfig:
     resume: bool = False
     #: stop after this many epochs in this invocation (a cluster job's time limit); resume continues
     epochs_per_invocation: int | None = None
+    #: also log each epoch's metrics row to TensorBoard (run_dir/tensorboard; needs the tensorboard package)
+    tensorboard: bool = False
     #: every parsed command-line flag of the script that made this config (recorded in config.json)
     cli_args: Mapping = field(default_factory=dict)
 
@@ -167,6 +170,16 @@ def epoch_steps(n_items: int, batch_size: int, num_processes: int = 1, max_steps
     return min(steps, max_steps) if max_steps else steps
 
 
+def tensorboard_writer_class():
+    """Return torch's TensorBoard SummaryWriter class; raise RuntimeError saying how to install it if missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise RuntimeError("--tensorboard needs the optional tensorboard package: pip install tensorboard "
+                           "(or pip install -e '.[tensorboard]')") from err
+    return SummaryWriter
+
+
 def resolved_config(cfg: TrainConfig, task_name: str) -> dict:
     """Return what config.json records: the TrainConfig, the task, every CLI flag and the working directory
     the flags' relative paths are relative to."""
@@ -185,6 +198,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
     torch.manual_seed(cfg.seed)
+    writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
         write_json(resolved_config(cfg, task.name), run / "config.json")
 
@@ -278,6 +292,11 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         if main:
             write_csv(pd.DataFrame(metrics_rows), run / "metrics.csv")
             write_csv(pd.DataFrame(schedule_rows), run / "schedule.csv")
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                    writer.add_scalar(k, float(v), global_step=epoch)
+            writer.flush()
         if cfg.select_metric and cfg.select_metric in row:
             val = row[cfg.select_metric]
             better = best is None or (val > best["value"] if cfg.select_mode == "max" else val < best["value"])
@@ -290,6 +309,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         if main:
             save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra, scaler=accelerator.scaler)
         accelerator.wait_for_everyone()  # the checkpoint is complete before any process goes on (or stops)
+    if writer is not None:
+        writer.close()
     if last_epoch < cfg.epochs:
         return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": False}
     if main:

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from training.classifier import ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
-from training.cli_common import add_common_args, train_config  # noqa: E402
+from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
 from training.engine import train  # noqa: E402
 from training.losses import LOSSES  # noqa: E402
 from training.runs import build_run_data  # noqa: E402
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--select_metric", default="imagenet_lt/val/overall_acc")
     args = p.parse_args(argv)
     try:
+        check_run_flags(args)
         if args.prototype_state and args.composition == "reference":
             raise ValueError("--prototype_state needs --composition mixed: the reference composition "
                              "(--composition reference, the default) draws its own real subset each epoch")
