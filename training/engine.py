@@ -8,6 +8,8 @@ the model is evaluated on the evaluation splits, metrics appended to `metrics.cs
 (safetensors + JSON) and the schedule followed appended to `schedule.csv`. `resume=True` continues from the
 last checkpoint and follows the same schedule as an uninterrupted run (every random choice is seeded by
 (seed, epoch): the composition, the global RNGs augmentations draw from, FLYP's prompt templates).
+Under `accelerate launch` every process trains (through the DDP wrapper) and evaluates (on the unwrapped
+model); only the main process writes the run folder.
 """
 from __future__ import annotations
 
@@ -303,7 +305,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             if better:
                 best = {"epoch": epoch, "metric": cfg.select_metric, "value": val}
                 if main:
-                    save_model_weights(run / "best_model.safetensors", unwrapped, {"epoch": epoch, cfg.select_metric: val})
+                    save_model_weights(run / "best_model.safetensors", unwrapped,
+                                       {"epoch": epoch, cfg.select_metric: val})
         extra = {"epoch": epoch, "global_step": global_step, "best": best,
                  "schedule": schedule.state_dict() if isinstance(schedule, AdaptiveSchedule) else None}
         if main:
