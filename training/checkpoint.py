@@ -1,7 +1,8 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint folder holds `model.safetensors`, `optimizer.safetensors` (the optimizer's tensors, flattened),
-and `state.json` (optimizer param groups, LR scheduler, guidance schedule, sampler, epoch/step, config).
+and `state.json` (optimizer param groups, LR scheduler, fp16 GradScaler, guidance schedule, sampler,
+epoch/step, config).
 """
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (a temporary folder, then a rename); return the folder."""
+                    scheduler: Any = None, extra: dict | None = None, scaler: Any = None) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder, then a rename); return the folder.
+
+    `scaler` is mixed precision's GradScaler (accelerate's `accelerator.scaler` under fp16); its state
+    (scale, growth tracker, factors: plain numbers) goes to state.json.
+    """
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -52,6 +57,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         meta["optimizer"] = rest
     if scheduler is not None:
         meta["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        meta["scaler"] = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}
     write_json(meta, tmp / "state.json")
     if folder.exists():
         shutil.rmtree(folder)
@@ -60,8 +67,9 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
 
 
 def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None) -> dict:
-    """Restore model (and optimizer/scheduler if given) from `folder`; return the `extra` dict saved with it."""
+                    scheduler: Any = None, scaler: Any = None) -> dict:
+    """Restore model (and optimizer/scheduler/GradScaler if given) from `folder`; return the `extra` dict saved
+    with it. A checkpoint written without mixed precision leaves a given scaler as it is."""
     folder = Path(folder)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint (no model.safetensors)")
@@ -71,6 +79,8 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         optimizer.load_state_dict(_join_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"]))
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
     return meta["extra"]
 

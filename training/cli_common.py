@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .engine import TrainConfig
+from .engine import TrainConfig, tensorboard_writer_class
 
 
 def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
@@ -45,6 +45,14 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     r.add_argument("--log_dynamics", action="store_true", help="log per-sample true-class probability per epoch")
     r.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last")
     r.add_argument("--epochs_per_invocation", type=int, default=None, help="stop after this many epochs (job time limits); --resume continues")
+    r.add_argument("--tensorboard", action="store_true",
+                   help="also log each epoch's metrics to run_dir/tensorboard (needs: pip install tensorboard)")
+
+
+def check_run_flags(args) -> None:
+    """Return None when the optional packages the flags ask for are importable; else raise RuntimeError."""
+    if args.tensorboard:
+        tensorboard_writer_class()
 
 
 def train_config(args, levels: list[int], optimizer: str, select_metric: str) -> TrainConfig:
@@ -57,5 +65,5 @@ def train_config(args, levels: list[int], optimizer: str, select_metric: str) ->
         curriculum_val_size=args.curriculum_val_size, seed=args.seed, device=args.device,
         mixed_precision=args.mixed_precision, num_workers=args.num_workers, max_steps_per_epoch=args.max_steps_per_epoch,
         select_metric=select_metric, log_dynamics=args.log_dynamics, resume=args.resume,
-        epochs_per_invocation=args.epochs_per_invocation,
+        epochs_per_invocation=args.epochs_per_invocation, tensorboard=args.tensorboard, cli_args=dict(vars(args)),
     )

@@ -6,6 +6,7 @@ percent, `curriculum.guidance.guidance_level(strength)`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -116,6 +117,16 @@ def stage_items(real: pd.DataFrame, synthetic: pd.DataFrame, level: int) -> pd.D
     Non-hard real data is part of every stage (the reference's iWildCam loader silently dropped it).
     """
     return pd.concat([real_items(real), synthetic_items(synthetic, level)], ignore_index=True)[ITEM_COLUMNS]
+
+
+def check_images_exist(paths: Sequence[str], where: str, show: int = 3) -> None:
+    """Return None when every path is a file; else raise FileNotFoundError naming the count, the first
+    missing files and `where` they come from (the table/manifest and the flag that resolves them)."""
+    paths = [str(p) for p in paths]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        first = ", ".join(missing[:show]) + (", ..." if len(missing) > show else "")
+        raise FileNotFoundError(f"{where}: {len(missing)} of {len(paths)} image file(s) do not exist, first: {first}")
 
 
 def load_image(path: str) -> Image.Image:

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
-from training.cli_common import add_common_args, train_config  # noqa: E402
+from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
 from training.engine import train  # noqa: E402
 from training.flyp import FLYPTask, load_open_clip  # noqa: E402
 from training.runs import build_run_data  # noqa: E402
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
     args = p.parse_args(argv)
     try:
+        check_run_flags(args)
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)
         cfg = train_config(args, levels, optimizer="adamw", select_metric=args.select_metric)
         torch.manual_seed(args.seed)  # a head or weights initialised here must not depend on the process

@@ -55,11 +55,18 @@ class FLYPTask:
         return [self.templates[t].format(name=self.class_names[int(y)]) for t, y in zip(picks, labels.tolist())]
 
     def training_loss(self, model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Return the contrastive loss between the images and a class prompt (random template) each."""
+        """Return the contrastive loss between the images and a class prompt (random template) each.
+
+        One call of the model's forward (open_clip: image and text features and the exp'ed logit scale), so
+        a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it.
+        """
         tokens = self.tokenizer(self._texts(labels)).to(images.device)
-        image_emb = model.encode_image(images)
-        text_emb = model.encode_text(tokens)
-        return contrastive_loss(image_emb, text_emb, model.logit_scale.exp())
+        out = model(images, tokens)
+        if isinstance(out, dict):
+            image_emb, text_emb, scale = out["image_features"], out["text_features"], out["logit_scale"]
+        else:
+            image_emb, text_emb, scale = out[0], out[1], out[2]
+        return contrastive_loss(image_emb, text_emb, scale)
 
     @torch.no_grad()
     def prepare_eval(self, model) -> None:

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 from curriculum.guidance import REAL_LEVEL
 
-from .data import curriculum_validation_split, load_real, load_synthetic, real_items
+from .data import check_images_exist, curriculum_validation_split, load_real, load_synthetic, real_items
 from .engine import RunData
 
 
 def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
-    """Return (RunData, the synthetic levels to schedule) from the parsed flags of a training script."""
+    """Return (RunData, the synthetic levels to schedule) from the parsed flags of a training script.
+
+    Every image the run can read (real training and evaluation images, the scheduled levels' synthetic
+    images) must exist: a missing one is an error here, before any training, naming the count and the first.
+    """
     real = load_real(args.data_table, args.data_root, split=args.train_split)
+    check_images_exist(real["source_path"], f"{args.data_table} (split {args.train_split!r}, --data_root "
+                                            f"{args.data_root or '.'})")
     from curriculum.tables import read_sample_table
 
     table = read_sample_table(args.data_table, args.data_root)
@@ -21,6 +27,8 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
         if rows.empty:
             raise ValueError(f"{args.data_table}: no rows with split == {split!r} (--eval_splits)")
         eval_splits[split] = real_items(rows)
+        check_images_exist(rows["source_path"], f"{args.data_table} (split {split!r} of --eval_splits, --data_root "
+                                                f"{args.data_root or '.'})")
     synthetic = real.iloc[:0]
     levels: list[int] = []
     cval = None
@@ -32,6 +40,10 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
         missing = sorted(set(args.levels or []) - set(available))
         if missing:
             raise ValueError(f"--levels {missing} have no (kept) synthetic images in {args.syn_manifest}; available: {available}")
+        synthetic = synthetic[synthetic["level"].isin(levels)].reset_index(drop=True)  # only the scheduled levels
+        if args.curriculum:
+            check_images_exist(synthetic["path"], f"{args.syn_manifest} (kept rows of --levels {levels}, --syn_root "
+                                                  f"{args.syn_root or 'from the manifest'})")
         if adaptive and levels:
             synthetic, cval = curriculum_validation_split(synthetic, levels, args.curriculum_val_size, seed=args.seed)
             if cval.empty:

@@ -8,6 +8,10 @@ first 60; hard = the few-shot classes (< 20 training images); each epoch a fresh
 images + all real tail images, topped up with tail synthetic images of the current level until the tail is
 13.6% of the epoch; fixed levels 10 -> 30 -> 50 (lambda 0.1, 0.3, 0.5), then real only. Metrics: overall,
 many (>100), medium (20-100), few (<20) accuracy; the best epoch is selected on `val`, never on test.
+
+`--composition mixed` instead trains each epoch on every real training image plus the current level's kept
+synthetic images (the engine's default composition); its real part can be drawn by prototype difficulty
+(`--prototype_state`), which the reference composition, drawing its own real subset, cannot.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from training.classifier import ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
-from training.cli_common import add_common_args, train_config  # noqa: E402
+from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
 from training.engine import train  # noqa: E402
 from training.losses import LOSSES  # noqa: E402
 from training.runs import build_run_data  # noqa: E402
@@ -43,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--tail_max_count", type=int, default=19, help="classes with at most this many training images are the tail")
     m.add_argument("--subset_frac", type=float, default=0.3, help="fraction of non-tail real images per epoch")
     m.add_argument("--tail_share", type=float, default=0.136, help="share of tail images in an epoch")
+    m.add_argument("--composition", default="reference", choices=["reference", "mixed"],
+                   help="epoch composition: reference (subset + tail top-up, --subset_frac/--tail_share) or mixed "
+                        "(every real image + the level's synthetic images; supports --prototype_state)")
     m.add_argument("--select_metric", default="imagenet_lt/val/overall_acc")
     args = p.parse_args(argv)
     try:
+        check_run_flags(args)
+        if args.prototype_state and args.composition == "reference":
+            raise ValueError("--prototype_state needs --composition mixed: the reference composition "
+                             "(--composition reference, the default) draws its own real subset each epoch")
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)
         cfg = train_config(args, levels, optimizer="adam", select_metric=args.select_metric)
         counts = data.real["label"].value_counts().to_dict()
@@ -55,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         print(f"train_lt: error: {err}", file=sys.stderr)
         return 2
-    tail = {int(c) for c, n in counts.items() if n <= args.tail_max_count}
-    data.compose = lt_epoch_composer(data.real, data.synthetic, tail, args.subset_frac, args.tail_share)
+    if args.composition == "reference":
+        tail = {int(c) for c, n in counts.items() if n <= args.tail_max_count}
+        data.compose = lt_epoch_composer(data.real, data.synthetic, tail, args.subset_frac, args.tail_share)
     task = ClassifierTask(model, train_tf, eval_tf, counts, n_classes, loss=args.loss)
     result = train(cfg, task, data)
     print(f"done: {result['run_dir']}; best {result['best']}")
