@@ -16,13 +16,29 @@ from .losses import LOSSES, log_class_prior
 from .metrics import shot_accuracies
 
 
-def build_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None):
+AUGMENTATIONS = ("timm", "shift", "none")
+
+
+def build_classifier(arch: str, num_classes: int, weights: str | None = None, img_size: int | None = None,
+                     augment: str = "timm"):
     """Return (timm model, train transform, eval transform); see curriculum.weights_io.create_timm_classifier.
 
     Training may start from weights with another head (e.g. ImageNet's 1000 classes): the head is then
-    re-initialised for `num_classes` with a logged warning.
+    re-initialised for `num_classes` with a logged warning. `augment`: `timm` = the architecture's ImageNet
+    training transform (random resized crop, flip, colour jitter); `shift` = the eval transform after a random
+    translation of up to 1/8 of the side (for digits, text or other images a flip or a crop changes the class);
+    `none` = the eval transform.
     """
-    return create_timm_classifier(arch, num_classes, weights, img_size, allow_new_head=True)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    model, train_tf, eval_tf = create_timm_classifier(arch, num_classes, weights, img_size, allow_new_head=True)
+    if augment == "none":
+        train_tf = eval_tf
+    elif augment == "shift":
+        from torchvision import transforms as T
+
+        train_tf = T.Compose([T.RandomAffine(degrees=0, translate=(0.125, 0.125)), eval_tf])
+    return model, train_tf, eval_tf
 
 
 class ClassifierTask:

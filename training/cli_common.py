@@ -28,6 +28,8 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="curriculum state (CurriculumLearning.save_weights) whose prototype difficulty drives the real-data sampler")
     c.add_argument("--proto_start", type=float, default=0.3, help="initial effective dataset size (fraction of draws unique)")
     c.add_argument("--proto_warmup_steps", type=int, default=1000, help="steps until real sampling is uniform")
+    c.add_argument("--proto_refresh_every", type=int, default=None,
+                   help="steps between refreshes of the real-data distribution (default: warm-up / 20, at most 100)")
     c.add_argument("--proto_mode", default="prototypes_first", choices=["prototypes_first", "hard_first"])
     c.add_argument("--curriculum_val_size", type=int, default=2000, help="source images held out to measure level progress")
     r = p.add_argument_group("run")

@@ -54,6 +54,12 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
     if getattr(args, "prototype_state", None):
         data.real_schedule = prototype_schedule(args.prototype_state, real["sample_id"].tolist(), args.proto_start,
                                                 args.proto_warmup_steps, args.proto_mode)
+        # the distribution is refreshed often enough to follow the warm-up (a refresh interval longer than the
+        # warm-up would sample the whole run from the step-0 distribution)
+        refresh = getattr(args, "proto_refresh_every", None)
+        data.real_refresh_every = int(refresh) if refresh else max(1, min(100, args.proto_warmup_steps // 20))
+        if data.real_refresh_every < 1:
+            raise ValueError(f"--proto_refresh_every must be >= 1, got {refresh}")
     return data, levels
 
 

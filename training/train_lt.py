@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from training.classifier import ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
+from training.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
 from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
 from training.engine import train  # noqa: E402
 from training.losses import LOSSES  # noqa: E402
@@ -50,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--composition", default="reference", choices=["reference", "mixed"],
                    help="epoch composition: reference (subset + tail top-up, --subset_frac/--tail_share) or mixed "
                         "(every real image + the level's synthetic images; supports --prototype_state)")
-    m.add_argument("--select_metric", default="imagenet_lt/val/overall_acc")
+    m.add_argument("--augment", default="timm", choices=AUGMENTATIONS,
+                   help="training augmentation: timm (the architecture's ImageNet transform), shift (small "
+                        "translations only: digits, text), none")
+    m.add_argument("--metric_prefix", default="imagenet_lt", help="first part of the metric names (PREFIX/split/few_acc)")
+    m.add_argument("--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)")
     args = p.parse_args(argv)
+    if args.select_metric is None:
+        args.select_metric = f"{args.metric_prefix}/val/overall_acc"
     try:
         check_run_flags(args)
         if args.prototype_state and args.composition == "reference":
@@ -62,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         counts = data.real["label"].value_counts().to_dict()
         n_classes = int(max(max(counts), *(int(s["label"].max()) for s in data.eval_splits.values()))) + 1
         torch.manual_seed(args.seed)  # a head or weights initialised here must not depend on the process
-        model, train_tf, eval_tf = build_classifier(args.arch, n_classes, args.weights, args.img_size)
+        model, train_tf, eval_tf = build_classifier(args.arch, n_classes, args.weights, args.img_size, args.augment)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"train_lt: error: {err}", file=sys.stderr)
         return 2
     if args.composition == "reference":
         tail = {int(c) for c, n in counts.items() if n <= args.tail_max_count}
         data.compose = lt_epoch_composer(data.real, data.synthetic, tail, args.subset_frac, args.tail_share)
-    task = ClassifierTask(model, train_tf, eval_tf, counts, n_classes, loss=args.loss)
+    task = ClassifierTask(model, train_tf, eval_tf, counts, n_classes, loss=args.loss, name=args.metric_prefix)
     result = train(cfg, task, data)
     print(f"done: {result['run_dir']}; best {result['best']}")
     return 0
