@@ -366,6 +366,36 @@ def test_prototype_weighting_draws_real_data_through_the_curriculum_sampler(iwil
         prototype_schedule(str(tmp_path / "proto"), ids + ["stranger"], 0.3, 1000, "prototypes_first")
 
 
+def test_prototype_sampler_refreshes_within_a_short_warm_up(iwildcam, tmp_path):
+    """The real-data distribution is refreshed often enough to follow the warm-up: with a 40-step warm-up
+    the draws after it are uniform (a fixed 100-step refresh would draw the whole run from step 0)."""
+    import argparse
+
+    from curriculum import save_curriculum_state
+    from training.cli_common import add_common_args
+    from training.engine import items_for_epoch
+    from training.runs import build_run_data
+
+    real = load_real(iwildcam["table"], iwildcam["root"])
+    ids = real["sample_id"].tolist()
+    d = np.linspace(0.0, 1.0, len(ids))
+    save_curriculum_state(tmp_path / "proto", ids, {"difficulty": d})
+    p = argparse.ArgumentParser()
+    add_common_args(p, {"eval_splits": ["id_val"], "curriculum_epoch": 1, "epochs": 1, "batch_size": 4, "lr": 1e-3,
+                        "wd": 0.0})
+    base = ["--data_table", str(iwildcam["table"]), "--data_root", str(iwildcam["root"]), "--run_dir", str(tmp_path / "r"),
+            "--prototype_state", str(tmp_path / "proto"), "--proto_warmup_steps", "40", "--proto_start", "0.3"]
+    data, _ = build_run_data(p.parse_args(base), adaptive=False)
+    assert data.real_refresh_every == 2  # warm-up / 20
+    early = items_for_epoch(data, 100, epoch=0, seed=0, global_step=0, batch_size=4)
+    late = items_for_epoch(data, 100, epoch=9, seed=0, global_step=40, batch_size=4)
+    dist = dict(zip(ids, d))
+    assert early["sample_id"].map(dist).mean() < 0.4
+    assert abs(late["sample_id"].map(dist).mean() - 0.5) < 0.2
+    data, _ = build_run_data(p.parse_args(base + ["--proto_refresh_every", "7"]), adaptive=False)
+    assert data.real_refresh_every == 7
+
+
 def test_flyp_run_with_prototype_state(iwildcam, tmp_path):
     from curriculum import save_curriculum_state
 
