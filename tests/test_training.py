@@ -510,3 +510,19 @@ def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_pa
     after = seen["task"].model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained through the wrapper
     assert [p for p in run.rglob("*")] == []  # metrics, schedule, checkpoints, models, dynamics: main process only
+
+
+def test_an_epoch_whose_last_batch_would_hold_one_item_trains(imagenet_lt, tmp_path):
+    """BatchNorm cannot train on one sample: such a last batch is dropped, and the step count agrees."""
+    from training.engine import trainable_count
+
+    assert trainable_count(33, 16) == 32 and trainable_count(32, 16) == 32 and trainable_count(1, 16) == 1
+    n = len(imagenet_lt["real"])
+    bs = next(b for b in range(8, n) if n % b == 1)
+    run = tmp_path / "run"
+    argv = ["--data_table", str(imagenet_lt["table"]), "--data_root", str(imagenet_lt["root"]), "--arch", "resnet10t",
+            "--img_size", "32", "--run_dir", str(run), "--epochs", "1", "--batch_size", str(bs), "--num_workers", "0",
+            "--device", "cpu", "--composition", "mixed"]
+    assert train_lt.main(argv) == 0
+    m = pd.read_csv(run / "metrics.csv")
+    assert m["n_items"].tolist() == [n - 1] and m["step"].tolist() == [(n - 1) // bs]

@@ -54,7 +54,7 @@ class DemoConfig:
     """Sizes and settings of one demo run (`full()` and `quick()` are the two presets)."""
 
     out: str = "runs/demo"
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     # data
     image_size: int = 8
     n_max: int = 80
@@ -64,8 +64,8 @@ class DemoConfig:
     probe_epochs: int = 20
     arch: str = "test_resnet"
     classifier_size: int = 16
-    epochs: int = 30
-    curriculum_epoch: int = 20
+    epochs: int = 40
+    curriculum_epoch: int = 25
     batch_size: int = 64
     lr: float = 2e-3
     # mining: among the few-shot classes, the less confident half or the farther-from-prototype half
@@ -73,7 +73,7 @@ class DemoConfig:
     mine_top_q: float = 0.5
     # generator
     gen_channels: tuple[int, ...] = (32, 64)
-    gen_stage_epochs: tuple[int, ...] = (4, 4, 6, 6, 10)
+    gen_stage_epochs: tuple[int, ...] = (12, 12, 18, 18, 30)
     gen_batch_size: int = 32
     # spectrum
     strengths: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the small preset CI runs (under 3 minutes)")
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="Phase 2 seeds (default 0 1 2; quick 0 1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="Phase 2 seeds (default 0 1 2 3 4; quick 0 1)")
     p.add_argument("--fresh", action="store_true", help="delete the output folder first")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the models are tiny, and one thread is fastest on a busy machine)")

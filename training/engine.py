@@ -159,6 +159,12 @@ def items_for_epoch(data: RunData, level: int, epoch: int, seed: int, global_ste
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
 
 
+def trainable_count(n_items: int, batch_size: int) -> int:
+    """Return how many of an epoch's `n_items` are trained on: all, except a last batch of a single item,
+    which is dropped (BatchNorm cannot train on one sample; the epoch is shuffled, so nothing is favoured)."""
+    return n_items - 1 if n_items > 1 and n_items % batch_size == 1 else n_items
+
+
 def epoch_size(data: RunData, level: int, epoch: int, seed: int) -> int:
     """Return the number of items `items_for_epoch` composes for `epoch` at `level` (without drawing them)."""
     if data.compose is not None:
@@ -215,7 +221,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     def steps_of(epoch: int, level: int) -> int:
         if (epoch, level) not in sizes:
-            sizes[epoch, level] = epoch_size(data, level, epoch, cfg.seed)
+            sizes[epoch, level] = trainable_count(epoch_size(data, level, epoch, cfg.seed), cfg.batch_size)
         return epoch_steps(sizes[epoch, level], cfg.batch_size, accelerator.num_processes, cfg.max_steps_per_epoch)
 
     start_epoch, global_step, best = 0, 0, None
@@ -241,6 +247,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
         level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
         items = items_for_epoch(data, level, epoch, cfg.seed, global_step, cfg.batch_size)
+        items = items.iloc[:trainable_count(len(items), cfg.batch_size)]
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(ItemDataset(items, task.train_transform), batch_size=cfg.batch_size,
                                              shuffle=False, drop_last=False, num_workers=cfg.num_workers, generator=gen)
