@@ -333,6 +333,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
                 loss = loss + lam * group_l1(conv_weights(raw_unet))
             accelerator.backward(loss)
             if mask is not None:
+                if world > 1 and mask.gate.grad is not None:
+                    # the gate is no DDP parameter: average its gradient so every rank regrows the same channels
+                    mask.gate.grad = accelerator.reduce(mask.gate.grad, reduction="mean")
                 mask.after_backward()
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
