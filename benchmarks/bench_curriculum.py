@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--seed-calls", type=int, default=3)
     ap.add_argument("--sampler-indices", type=int, default=2_000_000)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is the most robust on a shared machine)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch CPU threads (1 is the most robust on a shared machine)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
@@ -126,10 +127,12 @@ def main(argv=None) -> None:
     seed200 = (time.perf_counter() - t) / len(targets)
     assert n_iter200 == [200] * len(targets), n_iter200
     rows.append(("seed library: one warm-up call, as coded", f"{seed * 1e3:.1f} ms",
-                 f"timed, {len(targets)} calls; {np.mean(n_iter):.0f} bisection steps avg (stops at abs(Neff - target) < 1e-4)"))
+                 f"timed, {len(targets)} calls; {np.mean(n_iter):.0f} bisection steps avg "
+                 "(stops at abs(Neff - target) < 1e-4)"))
     rows.append(("seed library: one warm-up call, 200 bisection steps", f"{seed200 * 1e3:.1f} ms",
                  f"timed, {len(targets)} calls of 200 float32 softmax + Neff passes (early stop off) + 1 softmax"))
-    rows.append(("ours: one warm-up call", f"{ours * 1e3:.2f} ms", f"timed, {len(its)} calls: table lookup + 1 softmax"))
+    rows.append(("ours: one warm-up call", f"{ours * 1e3:.2f} ms",
+                 f"timed, {len(its)} calls: table lookup + 1 softmax"))
     rows.append((f"ours per call, table amortised over {args.warmup} steps", f"{amortised * 1e3:.2f} ms",
                  f"call + table / {args.warmup}: {seed / amortised:.0f}x less than the seed as coded, "
                  f"{seed200 / amortised:.0f}x less than 200 steps"))

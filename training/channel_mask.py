@@ -15,11 +15,11 @@ Regrowth score of a masked channel: the accumulated |∂L/∂gate_c| - how much 
 channel were switched on (the producer still computes it behind the gate) - or random. Each channel
 records the stage it was born in (−1 while it never was).
 
-Devices: the gate, the regrowth scores and the frozen snapshots live on the device of the UNet's parameters. The mask may be built before the model moves (before `accelerator.prepare`): `to(device)`
-moves its tensors, and the forward gate and `after_step` also follow the activation's / parameter's
-device by themselves, so a CPU-built mask never mixes devices with a CUDA model. The regrowth scores
-accumulate on that device too (no host sync per step); the bookkeeping tensors `active` and `born` stay
-on the CPU.
+Devices: the gate, the regrowth scores and the frozen snapshots live on the device of the UNet's
+parameters (the scores accumulate there, with no host sync per step); the bookkeeping tensors `active` and
+`born` stay on the CPU. The mask may be built before the model moves (before `accelerator.prepare`):
+`to(device)` moves its tensors, and the forward gate and `after_step` also follow the activation's /
+parameter's device by themselves, so a CPU-built mask never mixes devices with a CUDA model.
 
 The sparsity actually reached is measured, not read off the mask: `bottleneck_zero_fraction(unet, ...)` is
 the fraction of bottleneck channels whose (gated) activation is exactly zero for every item and position of

@@ -98,8 +98,9 @@ class PixelDDPMGenerator:
         if bad:
             raise ValueError(f"labels {bad} are outside the model's {self.pipe.num_classes} classes ({self.model_id})")
         if batch.images[0].size != self.native_size and not self._warned_resize:
-            log.warning("pixel-ddpm: source images (%s) are center-cropped to the aspect of the model's native size "
-                        "%s and resized to it; outputs are %s", batch.images[0].size, self.native_size, self.native_size)
+            log.warning("pixel-ddpm: source images (%s) are center-cropped to the aspect of the model's native "
+                        "size %s and resized to it; outputs are %s", batch.images[0].size, self.native_size,
+                        self.native_size)
             self._warned_resize = True
         image = pil_to_tensor(batch.images, self.native_size).to(self.device)
         out = self.pipe(
