@@ -6,8 +6,10 @@
 Trains five 16 px class-conditional models on the same data for the same number of steps - uniform t,
 Min-SNR-γ (uniform t), C (stages), CS (stages + bottleneck masks), CR (stages + group-L1) - and judges each by a
 logistic-regression classifier trained on held-out real digits (accuracy on 'class c' samples) and a
-Fréchet distance between PCA features of samples and of the held-out real digits. Prints a Markdown table
-and writes it to {out}/results.csv.
+Fréchet distance between PCA features of samples and of the held-out real digits. Sparsity per stage, as
+measured at each stage's end (stages.csv): bottleneck channels exactly zero on the probe batch, and conv
+output channels whose filter norm is below 1e-2 × their layer's largest. Prints a Markdown table and
+writes it to {out}/results.csv.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"variant": "real train images (reference)", "steps": 0,
              "classifier_acc": judge.accuracy(real_train, train.labels.numpy()),
              "frechet_pca32": judge.frechet(real_train), "train_s": 0.0, "final_loss": float("nan"),
-             "sparsity_per_stage": ""}]
+             "bottleneck_zero_per_stage": "", "conv_near_zero_per_stage": ""}]
     print(f"digits: {len(train)} train / {len(held)} held out; judge 5-fold CV accuracy on held-out real "
           f"{judge.cv_accuracy:.3f}; epochs per stage {epochs}", flush=True)
     for name in args.variants:
@@ -74,23 +76,30 @@ def main(argv: list[str] | None = None) -> int:
         imgs, labels = sample_classes(res.model_dir, train.num_classes, per_class, args.steps, args.guidance, args.seed)
         feats = grey_features(imgs)
         stages = pd.read_csv(res.stages_path)
-        col = "bottleneck_sparsity_reached" if cfg.sparsity == "cs" else "conv_zero_channel_fraction"
         rows.append({"variant": name, "steps": res.global_step, "classifier_acc": judge.accuracy(feats, labels),
                      "frechet_pca32": judge.frechet(feats), "train_s": train_s, "final_loss": res.final_loss,
-                     "sparsity_per_stage": " ".join(f"{v:.2f}" for v in stages[col])})
+                     "bottleneck_zero_per_stage": _per_stage(stages["bottleneck_sparsity_reached"]),
+                     "conv_near_zero_per_stage": _per_stage(stages["conv_near_zero_channel_fraction"])})
         print(f"{name}: {rows[-1]}", flush=True)
     df = pd.DataFrame(rows)
     write_csv(df, out / "results.csv")
-    print(df.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else df.to_string(index=False))
+    print(markdown_table(df))
     return 0
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _per_stage(values) -> str:
+    """Return the per-stage values as one space-separated string with two decimals."""
+    return " ".join(f"{v:.2f}" for v in values)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """Return `df` as a Markdown table (floats with three decimals; no tabulate needed)."""
+    def cell(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from .features import PretrainedModelExtractor, create_dino_model
-from .prototypes import KMEANS, SCALINGS, Prototypes, fit_prototypes, scale_distances
+from .prototypes import KMEANS, SCALINGS, Prototypes, default_kmeans_backend, fit_prototypes, scale_distances
 from .state import load_curriculum_state, save_curriculum_state
 from .weighting import (
     TemperatureTable,
@@ -65,8 +65,11 @@ class CurriculumLearning:
     'minmax', 'rank', 'global', 'none'. `initial_effective_percentage`: the starting effective size, a
     fraction of the dataset (the expected fraction of distinct samples in N draws), at most
     1 - (1 - 1/N)^N ≈ 0.632. `use_minibatch_kmeans` picks MiniBatchKMeans in the sklearn backend.
-    Extra: `backend` ('sklearn', 'torch', 'faiss'), `ramp` ('linear', 'cosine'), `max_effective_ratio`
-    (end of the ramp; default the maximum), `fit_sample_size`, `select_sample_size`, `num_workers`.
+    Extra: `backend` ('sklearn', 'torch', 'faiss'; default None: chosen at fit time from the device by
+    `default_kmeans_backend` - 'torch' when fitting on a GPU or any other non-CPU device, 'sklearn' on the
+    CPU; the choice made is `backend_` and is recorded in `config()`), `ramp` ('linear', 'cosine'),
+    `max_effective_ratio` (end of the ramp; default the maximum), `fit_sample_size`, `select_sample_size`,
+    `num_workers`.
     """
 
     def __init__(self, feature_extractor: PretrainedModelExtractor | None, n_clusters: int | None = None,
@@ -74,7 +77,7 @@ class CurriculumLearning:
                  use_labels: bool = False, normalize_weights: bool = True, batch_size: int = 256,
                  use_minibatch_kmeans: bool = True, initial_effective_percentage: float = 0.3,
                  warmup_iterations: int = 1000, random_state: int = 42, *, scaling: str | None = None,
-                 backend: str = "sklearn", ramp: str = "linear", max_effective_ratio: float | None = None,
+                 backend: str | None = None, ramp: str = "linear", max_effective_ratio: float | None = None,
                  fit_sample_size: int = 100_000, select_sample_size: int = 10_000, num_workers: int = 0):
         if not 0.0 < initial_effective_percentage <= 1.0:
             raise ValueError(f"initial_effective_percentage must lie in (0, 1], got {initial_effective_percentage!r}")
@@ -85,7 +88,8 @@ class CurriculumLearning:
                              "auto-selection")
         if ramp not in ("linear", "cosine"):
             raise ValueError(f"ramp must be 'linear' or 'cosine', got {ramp!r}")
-        KMEANS.get(backend)
+        if backend is not None:
+            KMEANS.get(backend)
         self.scaling = scaling if scaling is not None else ("minmax" if normalize_weights else "none")
         SCALINGS.get(self.scaling)
         self.feature_extractor = feature_extractor
@@ -96,6 +100,7 @@ class CurriculumLearning:
         self.initial_effective_percentage = float(initial_effective_percentage)
         self.warmup_iterations, self.random_state = int(warmup_iterations), int(random_state)
         self.backend, self.ramp, self.max_effective_ratio = backend, ramp, max_effective_ratio
+        self.backend_: str | None = backend  # the backend actually used (resolved from the device at fit time)
         self.fit_sample_size, self.select_sample_size = fit_sample_size, select_sample_size
         self.num_workers = num_workers
         self.features_: np.ndarray | None = None
@@ -140,12 +145,14 @@ class CurriculumLearning:
         ids = [str(i) for i in range(n)] if sample_ids is None else [str(s) for s in sample_ids]
         if len(ids) != n:
             raise ValueError(f"sample_ids has {len(ids)} entries for {n} samples")
+        backend = self.backend if self.backend is not None else default_kmeans_backend(device)
         protos = fit_prototypes(
             features, n_clusters=self.n_clusters, labels=labels if self.use_labels else None,
-            backend=self.backend, cluster_range=self.cluster_range, fit_sample_size=self.fit_sample_size,
+            backend=backend, cluster_range=self.cluster_range, fit_sample_size=self.fit_sample_size,
             select_sample_size=self.select_sample_size, seed=self.random_state, device=device,
             minibatch=self.use_minibatch_kmeans)
         self.features_, self.labels_, self.sample_ids_ = features, labels, ids
+        self.backend_ = backend
         self.prototypes_, self.optimal_clusters_ = protos, protos.n_clusters
         self._set_weights(scale_distances(protos.distances, protos.assignments, self.scaling))
         return self
@@ -251,7 +258,7 @@ class CurriculumLearning:
         """Return the settings that produced the weights (JSON-serialisable)."""
         return {"n_clusters": self.n_clusters, "optimal_clusters": self.optimal_clusters_,
                 "auto_select_clusters": self.auto_select_clusters, "cluster_range": list(self.cluster_range),
-                "use_labels": self.use_labels, "scaling": self.scaling, "backend": self.backend,
+                "use_labels": self.use_labels, "scaling": self.scaling, "backend": self.backend_,
                 "use_minibatch_kmeans": self.use_minibatch_kmeans, "random_state": self.random_state,
                 "initial_effective_percentage": self.initial_effective_percentage,
                 "warmup_iterations": self.warmup_iterations, "ramp": self.ramp,
@@ -280,6 +287,7 @@ class CurriculumLearning:
         st = load_curriculum_state(path, sample_ids)
         self.sample_ids_ = st.sample_ids
         self.optimal_clusters_ = st.config.get("optimal_clusters")
+        self.backend_ = st.config.get("backend", self.backend)
         self.labels_ = st.arrays.get("labels")
         self.features_ = st.arrays.get("features")
         self.prototypes_ = None

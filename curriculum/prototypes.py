@@ -4,7 +4,7 @@ Built for millions of samples (DESIGN.md §5): k is chosen by the Davies-Bouldin
 a grid, k-means is fitted on a subsample, and every sample is then assigned in chunks, so `features` may be
 a memory-mapped float16 array that never sits in memory whole.
 
-k-means backends, chosen by name from `KMEANS`: `sklearn` (default; MiniBatchKMeans or KMeans), `torch`
+k-means backends, chosen by name from `KMEANS`: `sklearn` (default on the CPU; MiniBatchKMeans or KMeans), `torch`
 (k-means++ seeding from scikit-learn, then Lloyd iterations on any torch device, e.g. a GPU) and `faiss`
 (optional: only when `import faiss` works).
 
@@ -187,7 +187,15 @@ class Prototypes:
     selection_scores: dict[int, float] = field(default_factory=dict)
 
 
-def fit_prototypes(features, n_clusters: int | None = None, labels=None, backend: str = "sklearn",
+def default_kmeans_backend(device: str | torch.device | None = "cpu") -> str:
+    """Return the k-means backend used when none is named: 'torch' for a non-CPU device ('cuda', 'cuda:1',
+    'mps', a torch.device, ...), 'sklearn' for the CPU (or None)."""
+    if device is None:
+        return "sklearn"
+    return "sklearn" if torch.device(device).type == "cpu" else "torch"
+
+
+def fit_prototypes(features, n_clusters: int | None = None, labels=None, backend: str | None = None,
                    cluster_range: tuple[int, int] = (2, 20), fit_sample_size: int = 100_000,
                    select_sample_size: int = 10_000, chunk_size: int = 65536, seed: int = 42,
                    device: str | torch.device = "cpu", **backend_options: object) -> Prototypes:
@@ -197,10 +205,13 @@ def fit_prototypes(features, n_clusters: int | None = None, labels=None, backend
     on at most `select_sample_size` samples (supervised: the mean index over the up-to-8 largest classes
     with more than k samples). k-means is fitted on at most `fit_sample_size` samples (per class), then all
     samples are assigned in chunks of `chunk_size`. Supervised mode: a class with fewer than k samples
-    (n_c < k) is one cluster whose prototype is the class mean.
+    (n_c < k) is one cluster whose prototype is the class mean. `backend` None: `default_kmeans_backend(device)`
+    ('torch' on a GPU, 'sklearn' on the CPU).
     """
     _check_features(features)
     n = features.shape[0]
+    if backend is None:
+        backend = default_kmeans_backend(device)
     fit = KMEANS.get(backend)
     opts = dict(backend_options)
     if backend == "torch":
@@ -329,5 +340,5 @@ def scale_distances(d, clusters, mode: str = "minmax") -> np.ndarray:
     return SCALINGS.get(mode)(d, clusters)
 
 
-__all__ = ["KMEANS", "SCALINGS", "Prototypes", "assign", "cluster_grid", "faiss_available", "fit_prototypes",
-           "scale_distances", "select_n_clusters"]
+__all__ = ["KMEANS", "SCALINGS", "Prototypes", "assign", "cluster_grid", "default_kmeans_backend", "faiss_available",
+           "fit_prototypes", "scale_distances", "select_n_clusters"]

@@ -105,3 +105,17 @@ def resize_to(image: Image.Image, width: int, height: int) -> Image.Image:
     if image.size == (width, height):
         return image
     return image.resize((width, height), resample=Image.Resampling.LANCZOS)
+
+
+def center_crop_to_aspect(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Return the largest central crop of `im` whose aspect equals that of `size` (w, h); `im` if it already has it."""
+    w, h = im.size
+    tw, th = size
+    if w * th == h * tw:
+        return im
+    if w * th > h * tw:  # too wide: keep the full height
+        cw, ch = max(1, round(h * tw / th)), h
+    else:  # too tall: keep the full width
+        cw, ch = w, max(1, round(w * th / tw))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return im.crop((left, top, left + cw, top + ch))

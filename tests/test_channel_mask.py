@@ -94,3 +94,56 @@ def test_regrowth_by_gradient_picks_the_highest_gate_gradients_and_records_birth
     before = _masked_slices(unet, mask)
     _train(unet, mask, steps=2)
     assert all(torch.equal(before[n], v) for n, v in _masked_slices(unet, mask).items())
+
+
+def _probe(device="cpu"):
+    g = torch.Generator().manual_seed(3)
+    x, t, y = torch.randn(4, 3, 16, 16, generator=g), torch.tensor([0, 300, 600, 999]), torch.tensor([0, 1, 2, 3])
+    return x.to(device), t.to(device), y.to(device)
+
+
+def test_a_cpu_built_mask_follows_the_model_to_another_device():
+    # the trainer builds the mask before accelerate moves the model; 'meta' stands in for a GPU here: a CPU gate
+    # times a meta activation raises just as a CPU gate times a CUDA activation does
+    unet = _unet()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    assert mask.device.type == "cpu" and all(t.device.type == "cpu" for t in mask._frozen.values())
+    unet.to("meta")
+    out = unet(*_probe("meta")[:2], class_labels=_probe("meta")[2]).sample  # the gate follows the activation
+    assert out.device.type == "meta" and mask.gate.device.type == "meta" and mask.gate.is_leaf
+    out.sum().backward()
+    mask.after_backward()
+    assert mask.scores.device.type == "meta" and mask.active.device.type == "cpu"  # bookkeeping stays on the CPU
+    mask.after_step(torch.optim.SGD(unet.parameters(), lr=0.1))
+    assert {t.device.type for t in mask._frozen.values()} == {"meta"}  # snapshots live with their parameters
+
+
+def test_mask_to_moves_gate_scores_and_snapshots_and_resumed_state_lands_on_the_model_device():
+    unet = _unet()
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    assert mask.to("cpu") is mask and torch.equal(mask.gate, mask.active.float())  # same device: unchanged
+    assert mask.to("meta") is mask
+    assert mask.device.type == "meta" and mask.gate.requires_grad and mask.gate.is_leaf
+    assert {t.device.type for t in mask._frozen.values()} == {"meta"} and mask.scores.device.type == "meta"
+    # a resumed mask (tensors loaded on the CPU) lands on the parameters' device
+    unet.to("meta")
+    mask.load_state_tensors({k: v.cpu() for k, v in BottleneckMask(_unet(), 8).state_tensors().items()})
+    assert {t.device.type for t in mask._frozen.values()} == {"meta"} and mask.scores.device.type == "meta"
+
+
+def test_reached_sparsity_is_measured_not_read_off_the_mask():
+    from training.channel_mask import bottleneck_zero_fraction
+
+    unet = _unet()
+    x, t, y = _probe()
+    assert bottleneck_zero_fraction(unet, x, t, y) == 0.0  # no mask: no channel is exactly zero
+    assert unet.training  # the probe restores train mode
+    mask = BottleneckMask(unet, n_active=8, generator=torch.Generator().manual_seed(0))
+    _train(unet, mask)
+    assert bottleneck_zero_fraction(unet, x, t, y) == mask.sparsity == 0.75
+    assert mask.unchanged_fraction() == 0.75  # the 24 masked channels, and no active one, kept their parameters
+    # with the reference's activation-only mask the activations are still zero, but the parameters moved
+    leaky_unet = _unet()
+    leaky = BottleneckMask(leaky_unet, n_active=8, generator=torch.Generator().manual_seed(0), block_parameters=False)
+    _train(leaky_unet, leaky)
+    assert bottleneck_zero_fraction(leaky_unet, x, t, y) == 0.75 and leaky.unchanged_fraction() == 0.0

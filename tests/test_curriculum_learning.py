@@ -237,3 +237,36 @@ def test_unknown_strategy_is_a_clear_error_at_any_iteration(fitted):
     for it in (0, 10_000):
         with pytest.raises(KeyError, match="prototypes_first"):
             fitted.get_curriculum_weights("prototype_first", it)
+
+
+def test_default_kmeans_backend_is_torch_on_any_non_cpu_device():
+    from curriculum.prototypes import default_kmeans_backend
+
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0), "mps", "meta"):
+        assert default_kmeans_backend(device) == "torch", device
+    for device in ("cpu", torch.device("cpu"), None):
+        assert default_kmeans_backend(device) == "sklearn", device
+
+
+def test_curriculum_learning_picks_the_kmeans_backend_from_the_fit_device(monkeypatch):
+    import curriculum.learning as learning
+    from curriculum.prototypes import fit_prototypes
+
+    used = []
+
+    def spy(features, **kw):  # record the choice; fit on the CPU whatever device was asked for (no GPU here)
+        used.append((kw["backend"], str(kw["device"])))
+        return fit_prototypes(features, **dict(kw, device="cpu"))
+
+    monkeypatch.setattr(learning, "fit_prototypes", spy)
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    auto = CurriculumLearning(None, n_clusters=3)
+    assert auto.backend is None and auto.backend_ is None
+    auto.fit_features(x, device="cuda")
+    assert used[-1] == ("torch", "cuda") and auto.backend_ == "torch" and auto.config()["backend"] == "torch"
+    auto.fit_features(x)  # the CPU default
+    assert used[-1] == ("sklearn", "cpu") and auto.config()["backend"] == "sklearn"
+    explicit = CurriculumLearning(None, n_clusters=3, backend="sklearn").fit_features(x, device="cuda:0")
+    assert used[-1] == ("sklearn", "cuda:0") and explicit.backend_ == "sklearn"  # a named backend always wins
+    with pytest.raises(KeyError, match="k-means backend|kmeans"):
+        CurriculumLearning(None, n_clusters=3, backend="sklaern")

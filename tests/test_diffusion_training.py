@@ -41,7 +41,12 @@ def test_run_folder_metrics_and_stage_report(cs_run):
     stages = pd.read_csv(run.stages_path)
     # 32 bottleneck channels: 0.75 -> 24 masked, then 0 at the last stage
     assert stages["target_sparsity"].tolist() == [0.75, 0.0]
+    # measured at each stage's end: channels exactly zero on the probe batch, channels whose parameters never moved
     assert stages["bottleneck_sparsity_reached"].tolist() == [0.75, 0.0]
+    assert stages["bottleneck_unchanged_fraction"].tolist() == [0.75, 0.0]
+    assert metrics["bottleneck_masked_fraction"].tolist() == [0.75, 0.0]
+    assert metrics["bottleneck_zero_fraction"].tolist() == [0.75, 0.0]
+    assert stages["conv_near_zero_channel_fraction"].between(0, 1).all()
     assert stages["channels_born"].tolist() == [8, 24]
     born = pd.read_csv(f"{run.run_dir}/bottleneck_channels.csv")
     assert sorted(born["born_stage"].value_counts().items()) == [(0, 8), (1, 24)]
@@ -104,6 +109,10 @@ def test_cr_penalty_in_training_equals_its_formula(digits, tmp_path):
     lam = pd.read_csv(run.metrics_path)["cr_lambda"].tolist()
     # λ is logged at each epoch's last step: progress 3/7 and 7/7 of a cosine from 5e-5 to 0
     assert lam == pytest.approx([2.5e-5 * (1 + math.cos(math.pi * 3 / 7)), 0.0], rel=1e-9, abs=1e-15)
+    stages = pd.read_csv(run.stages_path)
+    # no mask: nothing is gated to zero and there is no frozen snapshot to compare with
+    assert stages["bottleneck_sparsity_reached"].tolist() == [0.0, 0.0]
+    assert stages["bottleneck_unchanged_fraction"].isna().all()
 
 
 def test_min_snr_weights_are_min_snr_over_snr():

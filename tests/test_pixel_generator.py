@@ -123,3 +123,72 @@ def test_gene_img_writes_the_discl_layout_and_manifest_with_the_pixel_model(mode
     assert summary.manifest_path.endswith("manifest-part1-of-1.parquet")
     again = run_generation(cfg)  # resume: everything is done
     assert again.generated == 0 and again.skipped_done == 8
+
+
+def test_non_square_sources_are_center_cropped_not_squashed(tmp_path):
+    from data_generation.generators.pixel_ddpm import pil_to_tensor
+    from data_generation.images import center_crop_to_aspect
+    from training.pixel_data import load_image
+
+    wide = np.zeros((16, 48, 3), dtype=np.uint8)
+    wide[:, :16] = (255, 0, 0)
+    wide[:, 16:32] = (0, 255, 0)
+    wide[:, 32:] = (0, 0, 255)
+    tall = np.ascontiguousarray(wide.transpose(1, 0, 2))
+    for arr in (wide, tall):
+        im = Image.fromarray(arr)
+        assert center_crop_to_aspect(im, (16, 16)).size == (16, 16)
+        x = pil_to_tensor([im], (16, 16))
+        assert x.shape == (1, 3, 16, 16)
+        # only the green middle third survives (squashing would have kept red and blue borders)
+        assert torch.allclose(x[0, 1], torch.ones(16, 16)) and torch.allclose(x[0, [0, 2]], -torch.ones(2, 16, 16))
+        im.save(tmp_path / "src.png")  # training data is cropped the same way
+        assert np.allclose(load_image(tmp_path / "src.png", 16), x[0].permute(1, 2, 0).numpy())
+    assert center_crop_to_aspect(Image.fromarray(wide[:, :40]), (8, 4)).size == (32, 16)  # a non-square aspect
+    square = Image.fromarray(wide[:, 8:24])
+    assert center_crop_to_aspect(square, (16, 16)) is square
+
+
+@pytest.fixture(scope="module")
+def model_dir_32(tmp_path_factory):
+    from training.pixel_data import PixelDataset
+
+    ds = digits_in_memory(32)
+    big = torch.nn.functional.interpolate(ds.images, size=32, mode="bilinear", align_corners=False)
+    data32 = PixelDataset(big, ds.labels, ds.class_names, ds.sample_ids)
+    run = train_tiny(tmp_path_factory.mktemp("pixel32") / "run", data32, image_size=32, samples_per_class=1)
+    return run.model_dir
+
+
+@pytest.mark.parametrize("model_fixture, size", [("model_dir", 16), ("model_dir_32", 32)])
+def test_gene_img_cli_writes_the_discl_layout_and_manifest_with_a_trained_pixel_model(model_fixture, size, request,
+                                                                                        tmp_path):
+    from curriculum.tables import read_parquet_metadata
+    from data_generation import gene_img
+
+    model = request.getfixturevalue(model_fixture)
+    data = tmp_path / "data"
+    (data / "imgs").mkdir(parents=True)
+    _digit(3).resize((60, 40)).save(data / "imgs" / "a.png")  # not square: center-cropped, not squashed
+    _digit(4).resize((40, 40)).save(data / "imgs" / "b.png")
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["imgs/a.png", "imgs/b.png"], "label": [3, 4],
+                  "label_name": ["three", "four"]}).to_csv(table, index=False)
+    out = tmp_path / "syn"
+    argv = ["--data_csv", str(table), "--output_path", str(out), "--data_root", str(data), "--model_id", str(model),
+            "--strengths", "0.5", "1.0", "--text_guidance", "2", "--seeds", "10", "20", "--steps", "4",
+            "--batch_size", "4", "--device", "cpu", "--no_progress", "--merge"]
+    assert gene_img.main(argv) == 0
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert list(manifest.columns) == MANIFEST_COLUMNS and len(manifest) == 8
+    assert set(manifest["model_id"]) == {str(model)}
+    assert set(zip(manifest["width"], manifest["height"])) == {(size, size)}
+    assert set(manifest["path"]) == {f"{name}/Strength{int(100 * s)}_guidance20_seed{seed}/{sid}.jpg"
+                                     for sid, name in (("a", "three"), ("b", "four")) for s in (0.5, 1.0)
+                                     for seed in (10, 20)}
+    for p in manifest["path"]:
+        with Image.open(out / p) as im:
+            assert im.size == (size, size)
+    meta = read_parquet_metadata(out / "manifest-part1-of-1.parquet")
+    assert meta["generator"]["pipeline"] == "ClassConditionalPixelPipeline"
+    assert meta["generator"]["native_size"] == [size, size]

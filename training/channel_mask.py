@@ -14,6 +14,18 @@ The bottleneck is the mid block's output (C = block_out_channels[-1] channels). 
 Regrowth score of a masked channel: the accumulated |∂L/∂gate_c| - how much the loss would change if the
 channel were switched on (the producer still computes it behind the gate) - or random. Each channel
 records the stage it was born in (−1 while it never was).
+
+Devices: the gate, the regrowth scores and the frozen snapshots live on the device of the UNet's
+parameters (the scores accumulate there, with no host sync per step); the bookkeeping tensors `active` and
+`born` stay on the CPU. The mask may be built before the model moves (before `accelerator.prepare`):
+`to(device)` moves its tensors, and the forward gate and `after_step` also follow the activation's /
+parameter's device by themselves, so a CPU-built mask never mixes devices with a CUDA model.
+
+The sparsity actually reached is measured, not read off the mask: `bottleneck_zero_fraction(unet, ...)` is
+the fraction of bottleneck channels whose (gated) activation is exactly zero for every item and position of
+a probe batch (any UNet, masked or not), and `BottleneckMask.unchanged_fraction()` the fraction whose
+producer and consumer parameter slices are bit-identical to their values when the mask last changed (the
+start of the stage).
 """
 from __future__ import annotations
 
@@ -33,9 +45,38 @@ def _bottleneck_slices(unet) -> list[tuple[str, torch.nn.Parameter, int]]:
     return [(n, p, d) for n, p, d in slices if p is not None]
 
 
+def _score_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 def bottleneck_channels(unet) -> int:
     """Return the number of bottleneck (mid-block output) channels of a UNet2DModel."""
     return int(unet.config.block_out_channels[-1])
+
+
+@torch.no_grad()
+def bottleneck_zero_fraction(unet, sample: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor) -> float:
+    """Return the fraction of bottleneck channels that are exactly zero everywhere on a probe batch.
+
+    Runs `unet` once in eval mode on (`sample`, `timesteps`, `class_labels`) and looks at the mid block's
+    output after every forward hook already on it (a CS gate included): a channel counts when it is 0 for
+    every item and position. The UNet's train/eval mode is restored.
+    """
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(_module, _inputs, output):
+        seen["out"] = output
+
+    handle = unet.mid_block.register_forward_hook(grab)  # registered last: sees the gated output
+    was_training = unet.training
+    try:
+        unet.eval()
+        unet(sample, timesteps, class_labels=class_labels)
+    finally:
+        handle.remove()
+        unet.train(was_training)
+    zero = (seen["out"] == 0).transpose(0, 1).flatten(1).all(dim=1)
+    return float(zero.float().mean())
 
 
 class BottleneckMask:
@@ -50,16 +91,37 @@ class BottleneckMask:
         self.active[first] = True
         self.born = torch.full((self.n_channels,), -1, dtype=torch.long)
         self.born[first] = 0
-        self.scores = torch.zeros(self.n_channels, dtype=torch.float64)
         self.stage = 0
         self.block_parameters = block_parameters
-        self.gate = torch.zeros(self.n_channels, requires_grad=True)
-        self._handles: list = []
         self.unet = unet
-        self._slices = _bottleneck_slices(unet)
+        device = self._slices[0][1].device
+        self.scores = torch.zeros(self.n_channels, dtype=_score_dtype(device), device=device)
+        self.gate = torch.zeros(self.n_channels, device=device, requires_grad=True)
+        self._handles: list = []
         self._frozen: dict[str, torch.Tensor] = {}
         self._sync()
         self.attach(unet)
+
+    @property
+    def _slices(self) -> list[tuple[str, torch.nn.Parameter, int]]:
+        # looked up on every use, never cached: a move to some devices (meta, for one) replaces the Parameter objects
+        return _bottleneck_slices(self.unet)
+
+    # -- devices -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Return the device of the gate (and of the scores and frozen snapshots)."""
+        return self.gate.device
+
+    def to(self, device: str | torch.device) -> "BottleneckMask":
+        """Move the gate, scores and frozen snapshots to `device` (the model's, after it moved); return self."""
+        device = torch.device(device)
+        if self.gate.device != device:
+            # a fresh leaf on the new device: `gate.grad` keeps collecting the regrowth scores there
+            self.gate = self.gate.detach().to(device).requires_grad_(True)
+        self.scores = self.scores.to(device, _score_dtype(device))
+        self._frozen = {n: t.to(device) for n, t in self._frozen.items()}
+        return self
 
     # -- forward gate ------------------------------------------------------------------------------------
     def attach(self, unet, keep: bool = True):
@@ -69,6 +131,8 @@ class BottleneckMask:
         """
 
         def hook(_module, _inputs, output):
+            if self.gate.device != output.device:  # the model moved after the mask was built
+                self.to(output.device)
             return output * self.gate.to(output.dtype).view(1, -1, 1, 1)
 
         handle = unet.mid_block.register_forward_hook(hook)
@@ -96,20 +160,32 @@ class BottleneckMask:
 
     @property
     def sparsity(self) -> float:
-        """Return the fraction of bottleneck channels masked now."""
+        """Return the fraction of bottleneck channels masked now (the target, by construction)."""
         return 1.0 - float(self.active.float().mean())
+
+    @torch.no_grad()
+    def unchanged_fraction(self) -> float:
+        """Return the fraction of bottleneck channels whose producer and consumer parameter slices are all
+        bit-identical to their snapshot from the last mask change (construction or regrowth; a resumed run
+        restores that snapshot from its checkpoint)."""
+        same = torch.ones(self.n_channels, dtype=torch.bool)
+        for name, p, dim in self._slices:
+            eq = p.detach() == self._frozen[name].to(p.device)
+            # the consumers see [mid output, skip]: their first n_channels entries along `dim` are the bottleneck
+            same &= eq.movedim(dim, 0)[:self.n_channels].reshape(self.n_channels, -1).all(dim=1).cpu()
+        return float(same.float().mean())
 
     def after_backward(self) -> None:
         """Accumulate regrowth scores from the gate's gradient and zero the masked channels' gradients."""
         if self.gate.grad is not None:
-            self.scores += self.gate.grad.detach().abs().double()
+            self.scores += self.gate.grad.detach().abs().to(self.scores.device, self.scores.dtype)
             self.gate.grad = None
         if not self.block_parameters:
             return
         masked = (~self.active).nonzero().flatten()
         for _, p, dim in self._slices:
             if p.grad is not None and masked.numel():
-                p.grad[self._index(p, dim, masked)] = 0
+                p.grad[self._index(p, dim, masked.to(p.device))] = 0
 
     @torch.no_grad()
     def after_step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -120,8 +196,11 @@ class BottleneckMask:
         if not masked.numel():
             return
         for name, p, dim in self._slices:
-            ix = self._index(p, dim, masked)
-            p[ix] = self._frozen[name][ix]
+            frozen = self._frozen[name]
+            if frozen.device != p.device:  # the model moved after the snapshot: keep it with the parameter
+                frozen = self._frozen[name] = frozen.to(p.device)
+            ix = self._index(p, dim, masked.to(p.device))
+            p[ix] = frozen[ix]
             state = optimizer.state.get(p, {}) if optimizer is not None else {}
             for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
                 if key in state and state[key] is not None:
@@ -130,7 +209,7 @@ class BottleneckMask:
     def grow_to(self, n_active: int, stage: int, mode: str = "gradient", generator: torch.Generator | None = None) -> torch.Tensor:
         """Activate channels until `n_active` are on (born at `stage`); return the new channels' indices."""
         n_new = max(0, n_active - int(self.active.sum()))
-        new = choose_regrowth(self.active, n_new, mode=mode, scores=self.scores, generator=generator)
+        new = choose_regrowth(self.active, n_new, mode=mode, scores=self.scores.cpu(), generator=generator)
         self.active[new] = True
         self.born[new] = stage
         self.stage = stage
@@ -148,9 +227,9 @@ class BottleneckMask:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the mask state written by `state_tensors`."""
-        self.active = tensors["active"].bool().clone()
-        self.born = tensors["born"].long().clone()
+        self.active = tensors["active"].bool().cpu().clone()
+        self.born = tensors["born"].long().cpu().clone()
         self.stage = int(tensors["stage"][0])
         self._sync()
-        self.scores = tensors["scores"].double().clone()
-        self._frozen = {n: tensors[f"frozen.{n}"].clone() for n, _, _ in self._slices}
+        self.scores = tensors["scores"].to(self.device, _score_dtype(self.device)).clone()
+        self._frozen = {n: tensors[f"frozen.{n}"].to(p.device).clone() for n, p, _ in self._slices}

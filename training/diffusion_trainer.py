@@ -11,7 +11,9 @@
   grid PNG at the end of each stage, and a metrics CSV with the loss per timestep bucket.
 
 The run folder holds `config.json`, `metrics.csv` (one row per epoch), `stages.csv` (per stage: t range,
-target and reached sparsity), `bottleneck_channels.csv` (CS: the stage each channel was born),
+target sparsity and the sparsity measured at the stage's end: bottleneck channels exactly zero on a fixed
+probe batch, CS channels whose parameters did not change during the stage, conv channels whose filter norm
+is below 1e-2 × their layer's largest), `bottleneck_channels.csv` (CS: the stage each channel was born),
 `samples/stage{k}.png`, `checkpoints/` and `model/` - a ClassConditionalPixelPipeline folder with the EMA
 weights that `from_pretrained` loads and `gene_img.py --model_id` uses.
 """
@@ -40,7 +42,7 @@ from curriculum.timestep import (
     DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS, StageSchedule, make_timestep_sampler,
 )
 
-from .channel_mask import BottleneckMask, bottleneck_channels
+from .channel_mask import BottleneckMask, bottleneck_channels, bottleneck_zero_fraction
 from .diffusion_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .pixel_data import PixelDataset, load_pixel_dataset
 
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 N_T_BUCKETS = 10
+#: a conv output channel counts as near zero when its filter's L2 norm is below this × its layer's largest
+NEAR_ZERO_REL_TOL = 1e-2
+#: images in the fixed probe batch on which the bottleneck's zero channels are counted
+N_PROBE = 32
 # fields that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"resume", "progress", "stop_after_epoch", "keep_checkpoints", "output_dir"}
 
@@ -284,7 +290,10 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
     ema.to(accelerator.device)
+    if mask is not None:
+        mask.to(accelerator.device)  # the mask was built (and maybe resumed) with the model still on the CPU
     images, labels = data.images.to(accelerator.device), data.labels.to(accelerator.device)
+    probe = _probe_batch(images, labels, train_sched, cfg.seed)
     null = num_classes
     bucket_cols = _bucket_columns(T)
     (run_dir / "samples").mkdir(exist_ok=True)
@@ -324,6 +333,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
                 loss = loss + lam * group_l1(conv_weights(raw_unet))
             accelerator.backward(loss)
             if mask is not None:
+                if world > 1 and mask.gate.grad is not None:
+                    # the gate is no DDP parameter: average its gradient so every rank regrows the same channels
+                    mask.gate.grad = accelerator.reduce(mask.gate.grad, reduction="mean")
                 mask.after_backward()
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
@@ -342,8 +354,11 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         epoch_loss = loss_sum / steps_per_epoch
         t_lo, t_hi = sampler.allowed_range(T, epoch)
         row = {"epoch": epoch + 1, "stage": stage, "step": global_step, "t_min": t_lo, "t_max": t_hi,
-               "loss": epoch_loss, "cr_lambda": lam, "bottleneck_sparsity": mask.sparsity if mask is not None else 0.0,
-               "conv_zero_channel_fraction": zero_channel_fraction(conv_weights(raw_unet))}
+               "loss": epoch_loss, "cr_lambda": lam,
+               "bottleneck_masked_fraction": mask.sparsity if mask is not None else 0.0,
+               "bottleneck_zero_fraction": bottleneck_zero_fraction(raw_unet, *probe),
+               "bottleneck_unchanged_fraction": mask.unchanged_fraction() if mask is not None else float("nan"),
+               "conv_near_zero_channel_fraction": zero_channel_fraction(conv_weights(raw_unet), NEAR_ZERO_REL_TOL)}
         row.update({c: (float(s / k) if k else float("nan")) for c, s, k in zip(bucket_cols, sums, counts)})
         history.append(row)
         end_of_stage = epoch + 1 == schedule.first_epoch(stage) + schedule.epochs[stage]
@@ -381,7 +396,23 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
 
 
 _STAGE_COLUMNS = ["stage", "first_epoch", "epochs", "t_min_frac", "t_max_frac", "t_min", "t_max", "target_sparsity",
-                  "bottleneck_sparsity_reached", "conv_zero_channel_fraction", "channels_born", "cr_lambda_end", "loss"]
+                  "bottleneck_sparsity_reached", "bottleneck_unchanged_fraction", "conv_near_zero_channel_fraction",
+                  "channels_born", "cr_lambda_end", "loss"]
+
+
+def _probe_batch(images: torch.Tensor, labels: torch.Tensor, train_sched, seed: int):
+    """Return the fixed (x_t, t, labels) batch on which the bottleneck's zero channels are counted.
+
+    The first N_PROBE training images, noised to timesteps evenly spread over [0, T−1] with a generator
+    seeded from `seed`, so every epoch (and a resumed run) measures on the same inputs.
+    """
+    n = min(N_PROBE, images.shape[0])
+    T = train_sched.config.num_train_timesteps
+    t = torch.linspace(0, T - 1, n).round().long()
+    noise = torch.randn(images[:n].shape, generator=torch.Generator().manual_seed(int(seed) + 29))
+    x0 = images[:n]
+    xt = train_sched.add_noise(x0, noise.to(x0.device), t.to(x0.device))
+    return xt, t.to(x0.device), labels[:n]
 
 
 def _stage_report(sampler_name: str, sparsity: str, schedule: StageSchedule, stage: int, targets, mask, row: dict) -> dict:
@@ -391,8 +422,9 @@ def _stage_report(sampler_name: str, sparsity: str, schedule: StageSchedule, sta
         "t_min_frac": lo if sampler_name == "stages" else 0.0, "t_max_frac": hi,
         "t_min": row["t_min"], "t_max": row["t_max"],
         "target_sparsity": targets[stage] if sparsity == "cs" else 0.0,
-        "bottleneck_sparsity_reached": row["bottleneck_sparsity"],
-        "conv_zero_channel_fraction": row["conv_zero_channel_fraction"],
+        "bottleneck_sparsity_reached": row["bottleneck_zero_fraction"],
+        "bottleneck_unchanged_fraction": row["bottleneck_unchanged_fraction"],
+        "conv_near_zero_channel_fraction": row["conv_near_zero_channel_fraction"],
         "channels_born": int((mask.born == stage).sum()) if mask is not None else 0,
         "cr_lambda_end": row["cr_lambda"], "loss": row["loss"],
     }

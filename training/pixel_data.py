@@ -39,9 +39,12 @@ class PixelDataset:
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Return the image at `path` as RGB, resized to size×size (bicubic), as an HxWx3 float32 array in [-1, 1]."""
+    """Return the image at `path` as RGB, center-cropped to a square and resized to size×size (bicubic), as an
+    HxWx3 float32 array in [-1, 1] (the crop pixel-ddpm applies to generation sources, so never squashed)."""
+    from data_generation.images import center_crop_to_aspect
+
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = center_crop_to_aspect(im.convert("RGB"), (size, size))
         if im.size != (size, size):
             im = im.resize((size, size), Image.BICUBIC)
         return np.asarray(im, dtype=np.float32) / 127.5 - 1.0

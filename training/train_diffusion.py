@@ -1,12 +1,14 @@
 """train_diffusion.py: train a small class-conditional pixel-space diffusion model with a timestep curriculum.
 
-    python training/train_diffusion.py --data runs/digits/samples.csv --split train --output_dir runs/ddpm-c \
-        --sparsity cs --stage_epochs 5 10 15 20 30
     python training/train_diffusion.py --write_digits runs/digits --image_size 16   # the offline demo data
+    python training/train_diffusion.py --data runs/digits/samples.csv --split train --output_dir runs/ddpm-cs \
+        --sparsity cs --stage_epochs 5 10 15 20 30
 
 Under `accelerate launch` it runs data parallel. A rerun with the same --output_dir resumes from the newest
-checkpoint. The trained model (EMA weights) is saved to {output_dir}/model, loadable with from_pretrained and
-usable as `gene_img.py --model_id {output_dir}/model`. See README.md for every flag and file.
+checkpoint (with the same settings; a changed setting is an error). The trained model (EMA weights) is saved
+to {output_dir}/model once the last stage is done, loadable with `ClassConditionalPixelPipeline.from_pretrained`
+and usable as `gene_img.py --model_id {output_dir}/model` (the pixel-ddpm backend). README.md, section
+"Diffusion training", describes every flag and file.
 """
 from __future__ import annotations
 

@@ -1,10 +1,16 @@
 """pixel-ddpm backend: SDEdit with a small class-conditional pixel-space model (the offline demo's generator).
 
 It wraps `ClassConditionalPixelPipeline` (a folder written by `training/train_diffusion.py`): each item's
-source image is resized to the model's native `sample_size`, noised to the level set by `strength` with the
-item's own generator, and denoised with classifier-free guidance towards the item's class label
-(`batch.labels`), guidance scale `batch.text_guidance`. Prompts are not used: the model is conditioned on
-class ids, which are recorded with their names in the folder's `class_names.json`.
+source image is brought to the model's native `sample_size` (square for every model train_diffusion.py
+writes), noised to the level set by `strength` with the item's own generator, and denoised with
+classifier-free guidance towards the item's class label (`batch.labels`), guidance scale
+`batch.text_guidance`. Prompts are not used: the model is conditioned on class ids, which are recorded
+with their names in the folder's `class_names.json`.
+
+Output size: always the native size, whatever `--width/--height` say (the models are trained at one
+size). A source whose aspect differs from the model's is **center-cropped** to the model's aspect (the
+largest central square for a square model) and then resized (bicubic), so it is never squashed; a warning
+says so once per run.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import center_crop_to_aspect
 from . import GENERATORS
 from .base import GenerationBatch, ModelLoadError
 
@@ -22,10 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def pil_to_tensor(images, size: tuple[int, int]) -> torch.Tensor:
-    """Return PIL images resized to `size` (w, h) as a B×3×H×W float tensor in [-1, 1]."""
+    """Return PIL images center-cropped to the aspect of `size` (w, h) and resized to it, as a B×3×H×W float
+    tensor in [-1, 1]."""
     arrs = []
     for im in images:
-        im = im.convert("RGB")
+        im = center_crop_to_aspect(im.convert("RGB"), size)
         if im.size != size:
             im = im.resize(size, Image.BICUBIC)
         arrs.append(np.asarray(im, dtype=np.float32) / 127.5 - 1.0)
@@ -90,8 +98,9 @@ class PixelDDPMGenerator:
         if bad:
             raise ValueError(f"labels {bad} are outside the model's {self.pipe.num_classes} classes ({self.model_id})")
         if batch.images[0].size != self.native_size and not self._warned_resize:
-            log.warning("pixel-ddpm: source images are resized from %s to the model's native size %s",
-                        batch.images[0].size, self.native_size)
+            log.warning("pixel-ddpm: source images (%s) are center-cropped to the aspect of the model's native "
+                        "size %s and resized to it; outputs are %s", batch.images[0].size, self.native_size,
+                        self.native_size)
             self._warned_resize = True
         image = pil_to_tensor(batch.images, self.native_size).to(self.device)
         out = self.pipe(
