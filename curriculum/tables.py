@@ -205,6 +205,21 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
     return df
 
 
+def select_split(df: pd.DataFrame, split: str | None, path: str | os.PathLike) -> pd.DataFrame:
+    """Return the rows of sample table `df` (read from `path`) whose `split` is `split` (all rows for None).
+
+    A table without a `split` column, or with no row of that split, is a ValueError naming the file.
+    """
+    if split is None:
+        return df
+    if "split" not in df.columns:
+        raise ValueError(f"--split {split!r}: {path} has no 'split' column")
+    rows = df[df["split"].astype(str) == split]
+    if rows.empty:
+        raise ValueError(f"--split {split!r}: no rows of {path} have that split")
+    return rows
+
+
 def read_class_names(path: str | os.PathLike) -> dict[int, str]:
     """Return `{label: name}` from a class-name CSV (labels listed with several names are left out).
 

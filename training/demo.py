@@ -220,7 +220,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> Path:
               lambda: _call("train_diffusion", train_diffusion.main, [
                   "--data", paths["table"], "--split", "pool", "--output_dir", paths["gen"], "--image_size",
                   cfg.image_size, "--block_out_channels", *cfg.gen_channels, "--stage_epochs", *cfg.gen_stage_epochs,
-                  "--batch_size", cfg.gen_batch_size, "--samples_per_class", 8, "--device", "cpu", "--no_progress"]))
+                  "--batch_size", cfg.gen_batch_size, "--samples_per_class", 8, "--device", "cpu"]))
     steps.run("phase 1: generate the spectrum (gene_img.py)", lambda: (paths["syn"] / "manifest.parquet").is_file(),
               lambda: _call("gene_img", gene_img.main, [
                   "--data_csv", paths["hard"], "--data_root", paths["data"], "--output_path", paths["syn"],

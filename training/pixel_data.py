@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curriculum.tables import read_sample_table, write_csv
+from curriculum.tables import read_sample_table, select_split, write_csv
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -77,13 +77,7 @@ def load_pixel_dataset(data: str | Path, image_size: int, data_root: str | Path 
             raise ValueError(f"--data {data}: no images found under {data}/<class_name>/")
         names = dict(enumerate(classes))
     elif data.is_file():
-        df = read_sample_table(data, data_root if data_root is not None else data.parent)
-        if split is not None:
-            if "split" not in df.columns:
-                raise ValueError(f"--split {split!r}: {data} has no 'split' column")
-            df = df[df["split"].astype(str) == split]
-            if df.empty:
-                raise ValueError(f"--split {split!r}: no rows of {data} have that split")
+        df = select_split(read_sample_table(data, data_root if data_root is not None else data.parent), split, data)
         missing = [p for p in df["source_path"] if not Path(p).is_file()]
         if missing:
             raise ValueError(f"--data {data}: {len(missing)} image file(s) missing, e.g. {missing[0]} (check --data_root)")

@@ -122,17 +122,11 @@ def load_probe(folder: str | Path) -> tuple[CosineProbe, ProbeConfig]:
     return model.eval(), cfg
 
 
-def _load_table_images(table: str | Path, split: str | None, data_root: str | Path | None, cfg_size: int):
+def _load_table_images(table: str | Path, split: str | None, data_root: str | Path | None):
     """Return (PIL images, labels, class names by label) of a sample table's rows (optionally one split)."""
-    from curriculum.tables import read_sample_table
+    from curriculum.tables import read_sample_table, select_split
 
-    df = read_sample_table(table, data_root if data_root is not None else Path(table).parent)
-    if split is not None:
-        if "split" not in df.columns:
-            raise ValueError(f"--split {split!r}: {table} has no 'split' column")
-        df = df[df["split"].astype(str) == split]
-        if df.empty:
-            raise ValueError(f"--split {split!r}: no rows of {table} have that split")
+    df = select_split(read_sample_table(table, data_root if data_root is not None else Path(table).parent), split, table)
     images = []
     for path in df["source_path"]:
         with Image.open(path) as im:
@@ -155,7 +149,7 @@ def train_probe(table: str | Path, out: str | Path, split: str | None = None, da
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    images, labels, names = _load_table_images(table, split, data_root, img_size)
+    images, labels, names = _load_table_images(table, split, data_root)
     k = max(names) + 1
     class_names = tuple(names.get(c, str(c)) for c in range(k))
     cfg = ProbeConfig(arch=arch, class_names=class_names, img_size=img_size, logit_scale=logit_scale)
