@@ -375,7 +375,7 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         f"{cfg.mine_bottom_q:g} by the baseline classifier's true-class probability or the top {cfg.mine_top_q:g} by "
         f"prototype distance; {len(hard)} images (per class in the table above).",
         f"- Generator: class-conditional pixel-space UNet trained on `pool` with the timestep curriculum "
-        f"(stages {cfg.gen_stage_epochs} epochs); its samples from noise:", "",
+        f"(stages {cfg.gen_stage_epochs} epochs); its samples from noise (one row per class, zero to nine):", "",
     ]
     if gen_png:
         lines += [f"![generator samples]({gen_png.name})", ""]
