@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, seeds=tuple(args.seeds))
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
     try:
@@ -440,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, ValueError, OSError) as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # called in-process (tests, notebooks): leave the caller's setting
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s; report: {report}")
     summary = pd.read_csv(report.parent / "results.csv")
     for line in verdict(summary):
