@@ -526,3 +526,15 @@ def test_an_epoch_whose_last_batch_would_hold_one_item_trains(imagenet_lt, tmp_p
     assert train_lt.main(argv) == 0
     m = pd.read_csv(run / "metrics.csv")
     assert m["n_items"].tolist() == [n - 1] and m["step"].tolist() == [(n - 1) // bs]
+
+
+def test_a_corrupt_training_image_is_a_clear_error_naming_it(imagenet_lt, tmp_path, capsys):
+    """An image that exists but cannot be decoded stops the run with exit 2 and its path (no traceback)."""
+    bad = imagenet_lt["real"]["source_path"].iloc[0]
+    Path(bad).write_bytes(b"not a jpeg")
+    argv = ["--data_table", str(imagenet_lt["table"]), "--data_root", str(imagenet_lt["root"]), "--arch", "resnet10t",
+            "--img_size", "32", "--run_dir", str(tmp_path / "run"), "--epochs", "1", "--batch_size", "16",
+            "--num_workers", "0", "--device", "cpu", "--composition", "mixed"]
+    assert train_lt.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot read training image" in err and str(bad) in err and "--resume" in err

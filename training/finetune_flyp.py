@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     n_classes = max(names) + 1
     class_names = [names.get(c, str(c)) for c in range(n_classes)]
     task = FLYPTask(model, train_tf, eval_tf, tok, class_names, read_prompt_templates(args.templates), seed=args.seed)
-    result = train(cfg, task, data)
+    try:
+        result = train(cfg, task, data)
+    except OSError as err:  # e.g. an image that exists but cannot be decoded (load_image names it)
+        print(f"finetune_flyp: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
+              file=sys.stderr)
+        return 2
     print(f"done: {result['run_dir']}; best {result['best']}")
     return 0
 

@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         tail = {int(c) for c, n in counts.items() if n <= args.tail_max_count}
         data.compose = lt_epoch_composer(data.real, data.synthetic, tail, args.subset_frac, args.tail_share)
     task = ClassifierTask(model, train_tf, eval_tf, counts, n_classes, loss=args.loss, name=args.metric_prefix)
-    result = train(cfg, task, data)
+    try:
+        result = train(cfg, task, data)
+    except OSError as err:  # e.g. an image that exists but cannot be decoded (load_image names it)
+        print(f"train_lt: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
+              file=sys.stderr)
+        return 2
     print(f"done: {result['run_dir']}; best {result['best']}")
     return 0
 
