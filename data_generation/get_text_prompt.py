@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_sample_table  # noqa: E402
-from data_generation.prompts import LANGUAGE_MODELS, MissingAPIKey, generate_prompt_file  # noqa: E402
+from data_generation.prompts import LANGUAGE_MODELS, EndpointRefusedKey, MissingAPIKey, generate_prompt_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     except MissingAPIKey as err:
         print(f"get_text_prompt: error: {err}", file=sys.stderr)
         return 2
-    run = generate_prompt_file(names, args.prompt_json, ask, n=args.n_prompts, min_words=args.min_words,
-                               hint=args.hint, max_tries=args.max_tries)
+    try:
+        run = generate_prompt_file(names, args.prompt_json, ask, n=args.n_prompts, min_words=args.min_words,
+                                   hint=args.hint, max_tries=args.max_tries)
+    except EndpointRefusedKey as err:
+        print(f"get_text_prompt: error: {err}; classes finished before it are saved in {args.prompt_json}",
+              file=sys.stderr)
+        return 2
     print(f"prompts: {run.written} classes written, {run.skipped_done} already done, {len(run.failed)} failed -> {args.prompt_json}")
     for name, why in run.failed.items():
         print(f"  failed: {name}: {why}", file=sys.stderr)

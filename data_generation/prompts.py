@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,11 @@ class MissingAPIKey(ValueError):
     """The endpoint needs an API key and its environment variable is not set."""
 
 
+class EndpointRefusedKey(RuntimeError):
+    """The endpoint answered 401/403: the key is wrong or missing. Every further request would fail the same
+    way, so the run stops at once (the classes finished so far stay saved)."""
+
+
 @LANGUAGE_MODELS.register("openai")
 @dataclass
 class OpenAIChat:
@@ -110,8 +116,15 @@ class OpenAIChat:
                            "messages": [{"role": "user", "content": prompt}]}).encode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         req = urllib.request.Request(f"{self.base_url()}/chat/completions", data=body, method="POST", headers=headers)
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            data = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):
+                raise EndpointRefusedKey(
+                    f"{self.base_url()} refused the request (HTTP {err.code}): check the key in ${self.api_key_env}"
+                    f"{'' if key else ' (not set)'} or --api_key_env") from err
+            raise
         return data["choices"][0]["message"]["content"]
 
 
@@ -179,6 +192,8 @@ def generate_prompt_file(
         for _ in range(max_tries):
             try:
                 good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
+            except EndpointRefusedKey:
+                raise  # a refused key fails every class alike: stop now, keep what is saved
             except Exception as err:  # network or model errors: counted, retried
                 good, why = None, f"{type(err).__name__}: {err}"
             if good is not None:

@@ -114,6 +114,40 @@ def test_local_server_needs_no_key_and_a_named_key_variable_is_sent(tmp_path, ch
     assert FakeChat.calls[0][1] == "Bearer sk-local"
 
 
+class RefusingChat(BaseHTTPRequestHandler):
+    """An endpoint that refuses every key (HTTP 401) and counts the requests."""
+
+    calls = 0
+
+    def do_POST(self):  # noqa: N802
+        RefusingChat.calls += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_refused_key_stops_at_the_first_request(tmp_path, monkeypatch, capsys):
+    server = HTTPServer(("127.0.0.1", 0), RefusingChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    RefusingChat.calls = 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    table = tmp_path / "hard.csv"
+    pd.DataFrame({"sample_id": ["a", "b", "c"], "filepath": ["a.jpg", "b.jpg", "c.jpg"], "label": [0, 1, 2],
+                  "label_name": ["cheetah", "zebra", "lion"]}).to_csv(table, index=False)
+    try:
+        code = get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(tmp_path / "p.json"),
+                                     "--api_base", f"http://127.0.0.1:{server.server_address[1]}/v1"])
+    finally:
+        server.shutdown()
+    assert code == 2 and RefusingChat.calls == 1  # not 3 classes x 3 tries
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and "OPENAI_API_KEY" in err
+
+
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory):
     """A tiny random GPT-2 (with the CLIP BPE tokenizer, which ships offline) saved to a folder."""
