@@ -71,8 +71,9 @@ def load_wilds_iwildcam(root: str | os.PathLike, splits: tuple[str, ...] | None 
     """Return the sample table of WILDS iWildCam v2.0 under `root` (the folder that holds `iwildcam_v2.0/`).
 
     Goes through the `wilds` package (`download=False` by default: the data must be there). Columns add
-    `split` (train, val, test, id_val, id_test), `domain` (camera location) and `sequence`; `label_name` is
-    the English name; `filepath` is relative to `root/iwildcam_v2.0`.
+    `split` (train, val, test, id_val, id_test), `domain` (camera location), `sequence` and `train_count` (the
+    class's images in the train split); `label_name` is the English name; `filepath` is relative to
+    `root/iwildcam_v2.0`.
     """
     import wilds
 
@@ -95,6 +96,10 @@ def load_wilds_iwildcam(root: str | os.PathLike, splits: tuple[str, ...] | None 
         "sequence": meta["sequence_remapped"].to_numpy(),
     })
     df["label_name"] = [names.get(int(y), str(int(y))) for y in df["label"]]
+    # training images per class, counted before any split is selected: the tail rule of mining needs the
+    # training counts also when it mines another split
+    counts = df.loc[df["split"] == "train", "label"].value_counts()
+    df["train_count"] = df["label"].map(counts).fillna(0).astype("int64")
     if splits is not None:
         bad = sorted(set(splits) - set(WILDS_SPLITS))
         if bad:

@@ -23,6 +23,11 @@ def test_wilds_iwildcam_loader_on_a_fake_tree(tmp_path):
     assert all(__import__("pathlib").Path(p).is_file() for p in df["source_path"])
     train = load_wilds_iwildcam(tmp_path, splits=("train",))
     assert len(train) == 12 and set(train["split"]) == {"train"}
+    # train_count is the train split's count per class, on every split's rows (the tail rule needs it)
+    expected = train["label"].value_counts()
+    val = load_wilds_iwildcam(tmp_path, splits=("val",))
+    assert (val["train_count"] == val["label"].map(expected).fillna(0)).all()
+    assert (train["train_count"] == train["label"].map(expected)).all()
     with pytest.raises(ValueError, match="unknown iWildCam split"):
         load_wilds_iwildcam(tmp_path, splits=("dev",))
     with pytest.raises(Exception, match="cannot open WILDS iWildCam"):
