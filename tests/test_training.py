@@ -493,10 +493,12 @@ def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_pa
         seen["result"] = orig_train(cfg, task, data)
         return seen["result"]
 
-    orig_train = finetune_flyp.train
+    import training.engine as engine
+
+    orig_train = engine.train
     monkeypatch.setattr(Accelerator, "prepare", prepare)
     monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
-    monkeypatch.setattr(finetune_flyp, "train", train)
+    monkeypatch.setattr(engine, "train", train)  # the CLIs reach it through cli_common.run_training
     run = tmp_path / "run"
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:

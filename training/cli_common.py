@@ -69,3 +69,20 @@ def train_config(args, levels: list[int], optimizer: str, select_metric: str) ->
         select_metric=select_metric, log_dynamics=args.log_dynamics, resume=args.resume,
         epochs_per_invocation=args.epochs_per_invocation, tensorboard=args.tensorboard, cli_args=dict(vars(args)),
     )
+
+
+def run_training(prog: str, cfg: TrainConfig, task, data) -> int:
+    """Run `engine.train` for a CLI; return 0, or 2 (with a message naming the file) when an image that
+    exists cannot be decoded - the checkpoints written until then are kept, so --resume continues."""
+    import sys
+
+    from .engine import train
+
+    try:
+        result = train(cfg, task, data)
+    except OSError as err:  # load_image names the file
+        print(f"{prog}: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
+              file=sys.stderr)
+        return 2
+    print(f"done: {result['run_dir']}; best {result['best']}")
+    return 0

@@ -20,8 +20,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
-from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
-from training.engine import train  # noqa: E402
+from training.cli_common import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
 from training.flyp import FLYPTask, load_open_clip  # noqa: E402
 from training.runs import build_run_data  # noqa: E402
 
@@ -56,14 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     n_classes = max(names) + 1
     class_names = [names.get(c, str(c)) for c in range(n_classes)]
     task = FLYPTask(model, train_tf, eval_tf, tok, class_names, read_prompt_templates(args.templates), seed=args.seed)
-    try:
-        result = train(cfg, task, data)
-    except OSError as err:  # e.g. an image that exists but cannot be decoded (load_image names it)
-        print(f"finetune_flyp: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
-              file=sys.stderr)
-        return 2
-    print(f"done: {result['run_dir']}; best {result['best']}")
-    return 0
+    return run_training("finetune_flyp", cfg, task, data)
 
 
 if __name__ == "__main__":

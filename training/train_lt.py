@@ -26,8 +26,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from training.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
-from training.cli_common import add_common_args, check_run_flags, train_config  # noqa: E402
-from training.engine import train  # noqa: E402
+from training.cli_common import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
 from training.losses import LOSSES  # noqa: E402
 from training.runs import build_run_data  # noqa: E402
 
@@ -76,14 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         tail = {int(c) for c, n in counts.items() if n <= args.tail_max_count}
         data.compose = lt_epoch_composer(data.real, data.synthetic, tail, args.subset_frac, args.tail_share)
     task = ClassifierTask(model, train_tf, eval_tf, counts, n_classes, loss=args.loss, name=args.metric_prefix)
-    try:
-        result = train(cfg, task, data)
-    except OSError as err:  # e.g. an image that exists but cannot be decoded (load_image names it)
-        print(f"train_lt: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
-              file=sys.stderr)
-        return 2
-    print(f"done: {result['run_dir']}; best {result['best']}")
-    return 0
+    return run_training("train_lt", cfg, task, data)
 
 
 if __name__ == "__main__":
