@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from curriculum.tables import read_class_names, read_sample_table, write_csv, write_parquet
 
 from .generators import GenerationBatch, ImageGenerator, load_generator
-from .images import SourceImageError, image_size, is_readable_image, load_rgb, resize_to, save_image_atomic, to_pil
+from .images import (
+    SourceImageError, image_size, is_readable_image, load_rgb, looks_complete, resize_to, save_image_atomic, to_pil,
+)
 from .plan import (
     DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE, DEFAULT_TEMPLATE, IWILDCAM_TEMPLATE, MANIFEST_COLUMNS,
     plan_variants, shard_bounds, target_size,
@@ -198,9 +200,10 @@ def run_generation(
     for folder in {(out / p).parent for p in plan["path"]}:
         for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
             stale.unlink(missing_ok=True)
-    # Rows an earlier run recorded in this shard's manifest were written atomically: their existence is
-    # enough. Any other file (written after the last manifest flush, or by another tool) must decode fully.
-    # This keeps a resume over hundreds of thousands of images from decoding each of them again.
+    # Rows an earlier run recorded in this shard's manifest were written atomically: they must exist and be
+    # complete (JPEG start and end markers: two small reads, no decoding). Any other file (written after the
+    # last manifest flush, or by another tool) must decode fully. This keeps a resume over hundreds of
+    # thousands of images from decoding each of them again.
     recorded: set[str] = set()
     previous = out / manifest_name(part, total)
     if previous.is_file():
@@ -209,7 +212,7 @@ def run_generation(
         except Exception as err:  # an unreadable manifest only costs the fast path
             log.warning("%s: cannot read the previous manifest (%s); checking every image", previous, err)
     done_mask = [
-        (out / p).is_file() if sid in recorded else is_readable_image(out / p)
+        looks_complete(out / p) if sid in recorded else is_readable_image(out / p)
         for sid, p in zip(plan["synthetic_id"], plan["path"])
     ]
     plan["done"] = done_mask

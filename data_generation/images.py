@@ -83,6 +83,27 @@ def is_readable_image(path: str | os.PathLike) -> bool:
         return False
 
 
+def looks_complete(path: str | os.PathLike) -> bool:
+    """Return True if `path` exists and, for a JPEG, holds both its start (FF D8) and end (FF D9) markers.
+
+    A cheap completeness check (two small reads, no decoding) for images a manifest already records: a file
+    truncated or overwritten after it was written loses its end marker. Other formats: existence.
+    """
+    p = os.fspath(path)
+    try:
+        size = os.path.getsize(p)
+    except OSError:
+        return False
+    if not p.lower().endswith((".jpg", ".jpeg")):
+        return True
+    if size < 4:
+        return False
+    with open(p, "rb") as f:
+        head = f.read(2)
+        f.seek(-2, os.SEEK_END)
+        return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+
+
 def to_pil(array: np.ndarray) -> Image.Image:
     """Return an HxWx3 float array in [0, 1] as an 8-bit RGB image (rounded as diffusers' numpy_to_pil)."""
     return Image.fromarray((np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8), mode="RGB")

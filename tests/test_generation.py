@@ -168,6 +168,12 @@ def test_run_writes_discl_layout_and_manifest_then_resumes(tmp_path, tiny_sdxl_d
     (tmp_path / "out" / manifest["path"].iloc[3]).unlink()  # a recorded image that went missing is made again
     third = run_generation(cfg)
     assert (third.generated, third.skipped_done) == (1, n - 1)
+    # a recorded image truncated after the fact (no JPEG end marker) counts as not done, and is made again
+    cut = tmp_path / "out" / manifest["path"].iloc[5]
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    fourth = run_generation(cfg)
+    assert (fourth.generated, fourth.skipped_done) == (1, n - 1) and cut.read_bytes() == whole
 
 
 def test_same_images_in_any_shard_layout_and_batch_size(tmp_path, tiny_sd_dir):
