@@ -31,7 +31,10 @@ DIFFICULTY_SCORERS: Registry = Registry("difficulty scorer")
 
 #: for each score column, whether a larger value means harder (used by rank normalisation and rules)
 HARDER_IF_LARGER = {"true_prob": False, "loss": True, "margin": False, "correct": False,
-                    "prototype_distance": True, "random": True}
+                    "prototype_distance": True, "random": True,
+                    # training dynamics (Phase 2's dynamics.parquet): see dynamics_scores
+                    "cum_accuracy": False, "mean_true_prob": False, "true_prob_std": True, "first_learned": True,
+                    "forgetting": True}
 #: columns scorers write that are not difficulties (kept in the outputs, never ranked or correlated)
 NON_SCORE_COLUMNS = {"prototype_cluster"}
 
@@ -114,6 +117,38 @@ def ensemble(ranks: pd.DataFrame) -> pd.Series:
 def spearman_table(scores: pd.DataFrame) -> pd.DataFrame:
     """Return the Spearman rank correlation between every pair of score columns."""
     return scores.astype(float).corr(method="spearman")
+
+
+def dynamics_scores(dynamics: pd.DataFrame, source: str = "dynamics") -> pd.DataFrame:
+    """Return training-dynamics difficulty per sample_id from per-epoch (epoch, sample_id, true_prob, correct) rows.
+
+    Over the logged epochs, in epoch order: `cum_accuracy` (fraction of epochs classified correctly),
+    `mean_true_prob` and `true_prob_std` (dataset cartography's confidence and variability), `first_learned`
+    (the first epoch from which the sample stays correct to the end; the number of epochs if it never does)
+    and `forgetting` (correct -> incorrect transitions between consecutive epochs). A missing column is a
+    ValueError naming `source`.
+    """
+    need = {"epoch", "sample_id", "true_prob", "correct"}
+    missing = sorted(need - set(dynamics.columns))
+    if missing:
+        raise ValueError(f"{source}: training dynamics need columns {sorted(need)}; missing {missing}")
+    if dynamics.empty:
+        raise ValueError(f"{source}: no training-dynamics rows")
+    d = dynamics.sort_values(["sample_id", "epoch"], kind="stable")
+    epochs = np.sort(d["epoch"].unique())
+    rows = {}
+    for sid, g in d.groupby("sample_id", sort=True):
+        correct = g["correct"].astype(bool).to_numpy()
+        if len(g) != len(epochs):
+            raise ValueError(f"{source}: sample {sid!r} has {len(g)} epochs of dynamics, others {len(epochs)}")
+        wrong = np.flatnonzero(~correct)
+        first = 0 if len(wrong) == 0 else int(wrong[-1]) + 1  # stays correct from here on (len: never)
+        rows[str(sid)] = {"cum_accuracy": float(correct.mean()), "mean_true_prob": float(g["true_prob"].mean()),
+                          "true_prob_std": float(g["true_prob"].std(ddof=0)), "first_learned": float(first),
+                          "forgetting": float(np.sum(correct[:-1] & ~correct[1:]))}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "sample_id"
+    return out
 
 
 def random_scores(sample_ids: Sequence[str], seed: int = 0) -> pd.DataFrame:

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prototype_scaling", default="minmax", choices=["minmax", "rank", "global", "none"],
                    help="how --prototype_state scales distances into difficulty (default per-cluster min-max)")
     s.add_argument("--predefined_column", default=None)
+    s.add_argument("--dynamics", default=None, metavar="PARQUET",
+                   help="dynamics scorer: a Phase 2 run's dynamics.parquet (train_lt.py/finetune_flyp.py --log_dynamics)")
     s.add_argument("--batch_size", type=int, default=64)
     s.add_argument("--device", default="cpu")
     s.add_argument("--seed", type=int, default=0)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             classifier_weights=args.classifier_weights, classifier_img_size=args.classifier_img_size, clip_backend=args.clip_backend, clip_model=args.clip_model,
             clip_pretrained=args.clip_pretrained or None, feature_model=args.feature_model,
             feature_weights=args.feature_weights, feature_img_size=args.feature_img_size, n_clusters=args.n_clusters,
-            use_labels=args.use_labels, predefined_column=args.predefined_column)
+            use_labels=args.use_labels, predefined_column=args.predefined_column, dynamics=args.dynamics)
         frames = run_scorers(args.scorers, table, opts)
         scored = join_scores(table, *frames)
         if args.prototype_state and "prototype" not in args.scorers:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .difficulty import (
-    DIFFICULTY_SCORERS, checkpoint_probs, classifier_scores, load_checkpoint_classifier, predefined_scores, random_scores,
-    zero_shot_probs,
+    DIFFICULTY_SCORERS, checkpoint_probs, classifier_scores, dynamics_scores, load_checkpoint_classifier,
+    predefined_scores, random_scores, zero_shot_probs,
 )
 
 
@@ -34,6 +34,7 @@ class ScorerOptions:
     n_clusters: int | None = None
     use_labels: bool = False
     predefined_column: str | None = None
+    dynamics: str | None = None
 
 
 def _ids(table: pd.DataFrame) -> list[str]:
@@ -87,6 +88,18 @@ def score_predefined(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
     if not opts.predefined_column:
         raise ValueError("the predefined scorer needs --predefined_column")
     return predefined_scores(table, opts.predefined_column)
+
+
+@DIFFICULTY_SCORERS.register("dynamics")
+def score_dynamics(table: pd.DataFrame, opts: ScorerOptions) -> pd.DataFrame:
+    """Return training-dynamics difficulty (cumulative accuracy, confidence, variability, first-learned epoch,
+    forgetting) from a Phase 2 run's `dynamics.parquet` (`--dynamics`; `train_lt.py/finetune_flyp.py
+    --log_dynamics` writes it), for the table's samples (joined by sample_id)."""
+    if not opts.dynamics:
+        raise ValueError("the dynamics scorer needs --dynamics RUN_DIR/dynamics.parquet (a run with --log_dynamics)")
+    frame = dynamics_scores(pd.read_parquet(opts.dynamics), opts.dynamics)
+    ids = set(_ids(table))
+    return frame[frame.index.isin(ids)]
 
 
 @DIFFICULTY_SCORERS.register("random")

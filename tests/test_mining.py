@@ -455,3 +455,37 @@ def test_prototype_state_from_a_classifier_checkpoint_feeds_phase_2(tmp_path):
     bad[bad.index("prototype")] = "random"
     assert mine_hard.main(bad + ["--output_csv", str(tmp_path / "h2.csv")]) == 2
     assert not (tmp_path / "h2.csv").exists()
+
+
+def test_training_dynamics_scores_by_formula_and_through_mine_hard(tmp_path):
+    """dynamics.parquet (Phase 2 --log_dynamics) -> cumulative accuracy, confidence, variability, first-learned
+    epoch and forgetting per sample; mine_hard selects by them, joined by sample_id."""
+    from data_generation import mine_hard
+    from data_generation.difficulty import dynamics_scores
+
+    pattern = {"a": [1, 1, 1, 1], "b": [0, 1, 0, 1], "c": [0, 0, 0, 0], "d": [1, 0, 1, 1]}
+    rows = [{"epoch": e, "sample_id": s, "correct": bool(c), "true_prob": 0.9 if c else 0.2}
+            for s, cs in pattern.items() for e, c in enumerate(cs)]
+    dyn = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
+    got = dynamics_scores(dyn)
+    assert got.loc["a"].to_dict() == {"cum_accuracy": 1.0, "mean_true_prob": 0.9, "true_prob_std": 0.0,
+                                      "first_learned": 0.0, "forgetting": 0.0}
+    assert got.loc["b", "first_learned"] == 3 and got.loc["b", "forgetting"] == 1 and got.loc["b", "cum_accuracy"] == 0.5
+    assert got.loc["c", "first_learned"] == 4 and got.loc["c", "forgetting"] == 0  # never learned
+    assert got.loc["d", "first_learned"] == 2 and got.loc["d", "forgetting"] == 1
+    assert got.loc["b", "true_prob_std"] == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="missing \\['correct'\\]"):
+        dynamics_scores(dyn.drop(columns="correct"))
+
+    make_image_folder(tmp_path / "imgs", {"cat": 2, "dog": 2})
+    table = load_image_folder(tmp_path / "imgs")
+    ids = table["sample_id"].tolist()
+    dyn["sample_id"] = dyn["sample_id"].map(dict(zip("abcd", ids)))
+    dyn.to_parquet(tmp_path / "dynamics.parquet")
+    pq = tmp_path / "scores.parquet"
+    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "dynamics",
+                           "--dynamics", str(tmp_path / "dynamics.parquet"), "--bottom_q", "cum_accuracy=0.25",
+                           "--output_csv", str(tmp_path / "hard.csv"), "--scores_parquet", str(pq)]) == 0
+    full = pd.read_parquet(pq).set_index("sample_id")
+    assert full.index[full["hard"]].tolist() == [ids[2]]  # "c": never correct
+    assert full.loc[ids[2], "cum_accuracy_rank"] == 1.0  # the hardest rank: low accuracy is hard
