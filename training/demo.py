@@ -47,7 +47,8 @@ import pandas as pd
 from .demo_data import long_tail_counts, split_counts, write_long_tailed_digits
 
 VARIANTS = {
-    "baseline": "real data only",
+    "baseline": "real data only, cross-entropy",
+    "baseline_bsm": "real data only, balanced softmax (a strong long-tail baseline: logits + log class prior in training)",
     "discl_fixed": "non-adaptive guidance curriculum, synthetic (level 0) to real, equal shares",
     "discl_adaptive": "adaptive curriculum: next level = the largest validation progress (DisCL's iWildCam rule)",
     "discl_random": "ablation: the adaptive loop with the next level drawn at random (DisCL's --random_guid)",
@@ -92,7 +93,7 @@ class DemoConfig:
     levels: tuple[int, ...] = (0, 20, 40, 60, 80)
     curriculum_val_size: int = 8
     proto_start: float = 0.5
-    variants: tuple[str, ...] = ("baseline", "discl_fixed", "discl_adaptive", "discl_random")
+    variants: tuple[str, ...] = ("baseline", "baseline_bsm", "discl_fixed", "discl_adaptive", "discl_random")
 
     @classmethod
     def full(cls, out: str = "runs/demo") -> "DemoConfig":
@@ -154,6 +155,8 @@ def _phase2_argv(cfg: DemoConfig, paths: dict[str, Path], variant: str, seed: in
             "--device", "cpu", "--run_dir", paths["phase2"] / f"{variant}-seed{seed}"]
     if variant == "baseline":
         return argv
+    if variant == "baseline_bsm":
+        return argv + ["--loss", "balanced_softmax"]
     steps = _steps_per_epoch(cfg, paths)
     argv += ["--syn_manifest", paths["scores"], "--curriculum", "--curriculum_epoch", cfg.curriculum_epoch,
              "--levels", *cfg.levels, "--prototype_state", paths["proto"], "--proto_start", cfg.proto_start,
@@ -275,7 +278,7 @@ def verdict(summary: pd.DataFrame) -> list[str]:
     """
     by = summary.set_index("variant")
     pairs = [(v, "baseline") for v in by.index if v != "baseline"]
-    pairs += [("discl_adaptive", other) for other in ("discl_fixed", "discl_random") if other in by.index]
+    pairs += [("discl_adaptive", other) for other in ("baseline_bsm", "discl_fixed", "discl_random") if other in by.index]
     lines = []
     for a, b in pairs:
         if a not in by.index or b not in by.index:
@@ -388,7 +391,7 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         lines += [f"![score distributions]({Path(dist_png).name})", ""]
     lines += [
         "## Phase 2: curriculum training", "",
-        f"`train_lt.py`, `{cfg.arch}` at {cfg.classifier_size} px, {cfg.epochs} epochs, cross-entropy; each epoch "
+        f"`train_lt.py`, `{cfg.arch}` at {cfg.classifier_size} px, {cfg.epochs} epochs, cross-entropy (balanced softmax in baseline_bsm); each epoch "
         "all real training images plus the current level's kept synthetic images; the model of the epoch with the "
         "best val accuracy is reported on test. DisCL variants: the guidance curriculum over the first "
         f"{cfg.curriculum_epoch} epochs on levels {list(cfg.levels)}, then real only, with prototype-weighted "
