@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from curriculum.tables import write_csv  # noqa: E402
+from curriculum.tables import markdown_table, write_csv  # noqa: E402
 from training.diffusion_eval import fit_judge, grey_features, sample_classes  # noqa: E402
 from training.diffusion_trainer import DiffusionTrainConfig, train_diffusion  # noqa: E402
 from training.pixel_data import load_pixel_dataset, write_digits  # noqa: E402
@@ -90,16 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 def _per_stage(values) -> str:
     """Return the per-stage values as one space-separated string with two decimals."""
     return " ".join(f"{v:.2f}" for v in values)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """Return `df` as a Markdown table (floats with three decimals; no tabulate needed)."""
-    def cell(v) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -315,6 +315,16 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) ->
     return Path(path)
 
 
+def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    """Return `df` as a Markdown table, floats formatted with `floatfmt` (no tabulate needed)."""
+    def cell(v) -> str:
+        return floatfmt.format(v) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Atomically write `obj` as indented JSON; return the path."""
     with atomic_path(path) as tmp:

@@ -44,6 +44,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from curriculum.tables import markdown_table
+
 from .demo_data import long_tail_counts, split_counts, write_long_tailed_digits
 
 VARIANTS = {
@@ -304,16 +306,6 @@ def _upscale(src: Path, dst: Path, factor: int = 4) -> Path | None:
     return dst
 
 
-def _md(df: pd.DataFrame, floatfmt: str = "{:.1f}") -> str:
-    """Return a Markdown table of `df` (no extra dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = [floatfmt.format(v) if isinstance(v, float) else str(v) for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, float], total_s: float) -> Path:
     """Write `report/report.md` (+ PNGs and results CSVs) from the run's files; return its path."""
     rep = paths["report"]
@@ -370,7 +362,7 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         f"{long_tail_counts(cfg.n_max, cfg.imbalance)} images per class), balanced val (model selection) and test "
         "(reported) splits, and a disjoint `pool` that stands in for the data a real generator and CLIP were "
         "pretrained on: the generator and the CLIP stand-in learn from `pool` only.", "",
-        _md(counts), "",
+        markdown_table(counts, "{:.1f}"), "",
         "## Phase 1: the synthetic-to-real spectrum", "",
         f"- CLIP stand-in: `{cfg.probe_arch}` with a cosine head trained on `pool` ({probe['n_images']} images, "
         f"training accuracy {probe['train_accuracy']:.3f}); image-text score = its probability of the prompt's class.",
@@ -383,7 +375,7 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
     if gen_png:
         lines += [f"![generator samples]({gen_png.name})", ""]
     lines += [f"- Spectrum: strengths {list(cfg.strengths)} × seeds {list(cfg.gen_seeds)}; level = 100 − 100·strength "
-              "(100 = real). Kept = p(class) ≥ " f"{cfg.threshold:g}:", "", _md(per_strength, "{:.3f}"), ""]
+              "(100 = real). Kept = p(class) ≥ " f"{cfg.threshold:g}:", "", markdown_table(per_strength, "{:.3f}"), ""]
     if grid_png:
         lines += ["The real image and its variants per strength (green kept, red dropped):", "",
                   f"![spectrum grid]({Path(grid_png).name})", ""]
@@ -404,10 +396,10 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         "pretraining data. That is DisCL's premise, not a leak: `pool` is disjoint from train, val and test.", "",
         "Schedules followed:", "",
         *sched_lines, "",
-        "Test accuracy in percent, mean ± std over seeds:", "", _md(shown), "",
+        "Test accuracy in percent, mean ± std over seeds:", "", markdown_table(shown, "{:.1f}"), "",
         "**What the numbers show.**", "", *[f"- {s}" for s in verdict(summary)], "",
         "Per-seed rows: `results_per_seed.csv`; every run's metrics, schedule and checkpoints: `phase2/`.", "",
-        "## Time per step", "", _md(timing), "",
+        "## Time per step", "", markdown_table(timing, "{:.1f}"), "",
     ]
     path = rep / "report.md"
     tmp = path.with_suffix(".md.tmp")

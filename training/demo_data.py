@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from curriculum.tables import write_csv
 
-from .pixel_data import DIGIT_NAMES
+from .pixel_data import DIGIT_NAMES, digit_image
 
 SPLITS = ("test", "val", "train", "pool")
 
@@ -60,10 +59,7 @@ def write_long_tailed_digits(out_dir: str | Path, size: int = 8, n_max: int = 80
         for split, n in zip(SPLITS, shares):
             for i in idx[start:start + n]:
                 rel = Path(name) / f"digit_{i:04d}.png"
-                gray = Image.fromarray(np.clip(digits.images[i] * 255.0 / 16.0, 0, 255).astype(np.uint8), mode="L")
-                if gray.size != (size, size):
-                    gray = gray.resize((size, size), Image.BICUBIC)
-                gray.convert("RGB").save(out / rel)
+                digit_image(digits.images[i], size).save(out / rel)
                 rows.append({"sample_id": f"digit_{i:04d}", "filepath": rel.as_posix(), "label": c,
                              "label_name": name, "split": split})
             start += n

@@ -88,6 +88,14 @@ def load_pixel_dataset(data: str | Path, image_size: int, data_root: str | Path 
     return PixelDataset(_stack(paths, image_size), torch.tensor(labels, dtype=torch.long), names, ids)
 
 
+def digit_image(values: np.ndarray, size: int) -> Image.Image:
+    """Return one of scikit-learn's 8×8 digits (values 0-16) as an RGB image of size×size (bicubic if resized)."""
+    gray = Image.fromarray(np.clip(values * 255.0 / 16.0, 0, 255).astype(np.uint8), mode="L")
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.BICUBIC)
+    return gray.convert("RGB")
+
+
 def write_digits(out_dir: str | Path, size: int = 16, test_fraction: float = 0.3, seed: int = 0) -> Path:
     """Write scikit-learn's digits as RGB PNGs (`out_dir/<name>/digit_XXXX.png`, upscaled to size×size) and a
     canonical sample table `out_dir/samples.csv` (sample_id, filepath relative to out_dir, label, label_name,
@@ -110,8 +118,7 @@ def write_digits(out_dir: str | Path, size: int = 16, test_fraction: float = 0.3
         name = DIGIT_NAMES[int(y)]
         rel = Path(name) / f"digit_{i:04d}.png"
         (out / name).mkdir(parents=True, exist_ok=True)
-        gray = Image.fromarray(np.clip(img * 255.0 / 16.0, 0, 255).astype(np.uint8), mode="L")
-        gray.resize((size, size), Image.BICUBIC).convert("RGB").save(out / rel)
+        digit_image(img, size).save(out / rel)
         rows.append({"sample_id": f"digit_{i:04d}", "filepath": rel.as_posix(), "label": int(y), "label_name": name,
                      "split": split[i]})
     return write_csv(pd.DataFrame(rows), out / "samples.csv")

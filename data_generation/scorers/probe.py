@@ -127,10 +127,9 @@ def _load_table_images(table: str | Path, split: str | None, data_root: str | Pa
     from curriculum.tables import read_sample_table, select_split
 
     df = select_split(read_sample_table(table, data_root if data_root is not None else Path(table).parent), split, table)
-    images = []
-    for path in df["source_path"]:
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
+    from ..images import load_rgb
+
+    images = [load_rgb(path) for path in df["source_path"]]  # a missing/unreadable file: an error naming it
     names = df.groupby("label")["label_name"].first().to_dict()
     return images, df["label"].astype(int).to_numpy(), {int(k): str(v) for k, v in names.items()}
 
