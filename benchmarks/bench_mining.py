@@ -10,6 +10,7 @@
   scores, join by sample_id, the rule, and the written outputs (hard CSV + Parquet of every sample).
 Prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from curriculum import PretrainedModelExtractor, fit_prototypes  # noqa: E402
-from data_generation.difficulty import SampleImages, classifier_scores, zero_shot_probs  # noqa: E402
-from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
+from data_generation.mining.difficulty import SampleImages, classifier_scores, zero_shot_probs  # noqa: E402
+from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
 
 
 def make_images(folder: Path, n: int) -> pd.DataFrame:
@@ -38,8 +39,15 @@ def make_images(folder: Path, n: int) -> pd.DataFrame:
     for i in range(n):
         p = folder / f"img{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(p)
-        rows.append({"sample_id": f"img{i}", "filepath": str(p), "label": i % 10, "label_name": f"c{i % 10}",
-                     "source_path": str(p)})
+        rows.append(
+            {
+                "sample_id": f"img{i}",
+                "filepath": str(p),
+                "label": i % 10,
+                "label_name": f"c{i % 10}",
+                "source_path": str(p),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -60,7 +68,7 @@ def bench_dino(table: pd.DataFrame, device: str, batch: int) -> float:
 
 def bench_clip(table: pd.DataFrame, device: str, batch: int) -> float:
     """Return images/s of zero-shot CLIP ViT-B-32 probabilities (decode + preprocess + forward + head)."""
-    from data_generation.scorers import load_scorer
+    from data_generation.scoring.backends import load_scorer
 
     scorer = load_scorer("open_clip", "ViT-B-32", pretrained="none", device=device)
     prompts = [[f"a photo of a c{c}."] for c in range(10)]
@@ -79,12 +87,20 @@ def bench_end_to_end(n: int, out: Path) -> dict[str, float]:
     feats = centers[rng.integers(0, 50, n)] + 0.5 * rng.normal(size=(n, 384)).astype(np.float32)
     probs = rng.dirichlet(np.ones(100), size=n)
     ids = [f"s{i:07d}" for i in range(n)]
-    table = pd.DataFrame({"sample_id": ids, "filepath": [f"{i}.jpg" for i in ids], "label": labels,
-                          "label_name": [f"c{y}" for y in labels]})
+    table = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "filepath": [f"{i}.jpg" for i in ids],
+            "label": labels,
+            "label_name": [f"c{y}" for y in labels],
+        }
+    )
     times = {}
     t = time.perf_counter()
     protos = fit_prototypes(feats, n_clusters=None, seed=0)
-    proto = pd.DataFrame({"prototype_distance": protos.distances.astype(np.float64)}, index=pd.Index(ids, name="sample_id"))
+    proto = pd.DataFrame(
+        {"prototype_distance": protos.distances.astype(np.float64)}, index=pd.Index(ids, name="sample_id")
+    )
     times["k-means prototypes (k by Davies-Bouldin)"] = time.perf_counter() - t
     t = time.perf_counter()
     cls = classifier_scores(probs, labels, index=ids)
@@ -93,8 +109,9 @@ def bench_end_to_end(n: int, out: Path) -> dict[str, float]:
     hard = select_hard(scored, rule)
     times["classifier scores + join + rule"] = time.perf_counter() - t
     t = time.perf_counter()
-    write_mining_outputs(table, scored, hard, rule, out / "hard.csv", out / "scores.parquet", "canonical",
-                         {"bench": True})
+    write_mining_outputs(
+        table, scored, hard, rule, out / "hard.csv", out / "scores.parquet", "canonical", {"bench": True}
+    )
     times["write hard CSV + Parquet of all samples"] = time.perf_counter() - t
     times["total"] = sum(times.values())
     return times
@@ -113,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         dino = bench_dino(table, args.device, args.batch_size)
         clip = bench_clip(table, args.device, args.batch_size)
         e2e = bench_end_to_end(args.n, Path(tmp))
-    print(f"\ndevice {args.device}, torch threads {torch.get_num_threads()}, {args.images} images of 256x256 per scorer\n")
+    print(
+        f"\ndevice {args.device}, torch threads {torch.get_num_threads()}, {args.images} images of 256x256 per scorer\n"
+    )
     print("| scorer | samples/s |\n|---|---:|")
     print(f"| DINO ViT-S/16 features, 224 px (prototype scorer) | {dino:.1f} |")
     print(f"| CLIP ViT-B-32 zero-shot, 224 px (zero_shot_clip scorer) | {clip:.1f} |")

@@ -2,13 +2,15 @@
 reference approach (DisCL: one synthetic image at a time, re-embedding its prompt and real image each time),
 with the same model on the same work. Prints a table.
 
-    python benchmarks/bench_scoring.py                     # open_clip ViT-B-32, random weights, 80 images (~2 min on 2 CPU cores)
+    # open_clip ViT-B-32, random weights, 80 images (~2 min on 2 CPU cores)
+    python benchmarks/bench_scoring.py
     python benchmarks/bench_scoring.py --backends open_clip transformers --sources 4 --device cuda
 
 Random weights have exactly the compute of the real ViT-B/32, so throughput is honest; scores are not.
 The work is DisCL's shape: every source image has `--strengths` x `--seeds` variants at 480x270 (its
 iWildCam size), one prompt per class.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +29,18 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from curriculum.images import load_rgb
 from curriculum.tables import write_parquet
-from data_generation.images import load_rgb
-from data_generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname
-from data_generation.scoring import ScoringConfig, score_spectrum
+from data_generation.generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname
+from data_generation.scoring.score import ScoringConfig, score_spectrum
 
-PHOTO = Path(__file__).resolve().parent.parent / "data_generation" / "iWildCam" / "sample_imgs" / "8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
+PHOTO = (
+    Path(__file__).resolve().parent.parent
+    / "data_generation"
+    / "iWildCam"
+    / "sample_imgs"
+    / "8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
+)
 
 
 def make_work(root: Path, n_sources: int, strengths: list[float], seeds: list[int], size=(480, 270)) -> Path:
@@ -52,11 +60,30 @@ def make_work(root: Path, n_sources: int, strengths: list[float], seeds: list[in
                 rel = f"{cls}/{variant_dirname(s, 10.0, seed)}/{sid}.jpg"
                 (syn / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(syn / rel, quality=95)
-                rows.append({"synthetic_id": synthetic_id(sid, s, 10.0, seed), "sample_id": sid, "label": i % 3,
-                             "label_name": cls, "prompt": f"a photo of {cls} in the wild", "strength": s,
-                             "image_guidance": round(1 - s, 6), "text_guidance": 10.0, "seed": seed, "model_id": "bench",
-                             "steps": 50, "width": size[0], "height": size[1], "path": rel, "filepath": f"{sid}.jpg"})
-    write_parquet(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), syn / "manifest.parquet", {"config": {"data_root": str(root / "real")}})
+                rows.append(
+                    {
+                        "synthetic_id": synthetic_id(sid, s, 10.0, seed),
+                        "sample_id": sid,
+                        "label": i % 3,
+                        "label_name": cls,
+                        "prompt": f"a photo of {cls} in the wild",
+                        "strength": s,
+                        "image_guidance": round(1 - s, 6),
+                        "text_guidance": 10.0,
+                        "seed": seed,
+                        "model_id": "bench",
+                        "steps": 50,
+                        "width": size[0],
+                        "height": size[1],
+                        "path": rel,
+                        "filepath": f"{sid}.jpg",
+                    }
+                )
+    write_parquet(
+        pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
+        syn / "manifest.parquet",
+        {"config": {"data_root": str(root / "real")}},
+    )
     return syn
 
 
@@ -74,14 +101,14 @@ def reference_scores(scorer, syn: Path, real_root: Path, manifest: pd.DataFrame)
 
 def load_bench_scorer(backend: str, device: str):
     """Return a real-size CLIP ViT-B/32 with random weights for `backend`."""
-    from data_generation.scorers import load_scorer
+    from data_generation.scoring.backends import load_scorer
 
     if backend == "open_clip":
         return load_scorer("open_clip", "ViT-B-32", pretrained="none", device=device)
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from data_generation.scorers.hf_clip import HFClipScorer
-    from data_generation.tiny_models import write_clip_tokenizer
+    from data_generation.model_builders.tiny import write_clip_tokenizer
+    from data_generation.scoring.backends.hf_clip import HFClipScorer
 
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig())  # the defaults are openai/clip-vit-base-patch32's architecture
@@ -112,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         syn = make_work(root, args.sources, args.strengths, args.seeds)
         manifest = pd.read_parquet(syn / "manifest.parquet")
         n = len(manifest)
-        print(f"work: {args.sources} real images x {len(args.strengths)} strengths x {len(args.seeds)} seeds = {n} "
-              f"synthetic images at 480x270; device {args.device}, {torch.get_num_threads()} torch threads, "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (a busy shared CPU slows batch-1 calls most)")
+        print(
+            f"work: {args.sources} real images x {len(args.strengths)} strengths x {len(args.seeds)} seeds = {n} "
+            f"synthetic images at 480x270; device {args.device}, {torch.get_num_threads()} torch threads, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (a busy shared CPU slows batch-1 calls most)"
+        )
         lines = []
         for backend in args.backends:
             scorer = load_bench_scorer(backend, args.device)
@@ -123,19 +152,45 @@ def main(argv: list[str] | None = None) -> int:
             ref_img, ref_txt = reference_scores(scorer, syn, root / "real", manifest)
             t_ref = time.perf_counter() - t0
             cache = root / f"cache-{backend}"
-            cfg = ScoringConfig(syn_path=str(syn), batch_size=args.batch_size, num_workers=args.num_workers, plots=False,
-                                progress=False, cache_dir=str(cache), output_dir=str(root / f"out-{backend}"))
+            cfg = ScoringConfig(
+                syn_path=str(syn),
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                plots=False,
+                progress=False,
+                cache_dir=str(cache),
+                output_dir=str(root / f"out-{backend}"),
+            )
             timings = {}
             for label in ("cold", "warm"):
                 t0 = time.perf_counter()
                 res = score_spectrum(cfg, scorer=scorer)
                 timings[label] = (time.perf_counter() - t0, res)
             ours = timings["cold"][1].scores.set_index("synthetic_id").loc[manifest["synthetic_id"]]
-            diff = max(np.abs(ours["clip_img_sim"].to_numpy() - ref_img).max(), np.abs(ours["clip_txt_sim"].to_numpy() - ref_txt).max())
+            diff = max(
+                np.abs(ours["clip_img_sim"].to_numpy() - ref_img).max(),
+                np.abs(ours["clip_txt_sim"].to_numpy() - ref_txt).max(),
+            )
             name = f"{backend} ViT-B-32"
             lines.append((name, "reference: 1 image at a time, re-embeds prompt + real", t_ref, 1.0, float("nan")))
-            lines.append((name, f"ours: batch {args.batch_size}, real/prompt once (cold)", timings["cold"][0], t_ref / timings["cold"][0], diff))
-            lines.append((name, "ours: rerun / new threshold (cache)", timings["warm"][0], t_ref / timings["warm"][0], float("nan")))
+            lines.append(
+                (
+                    name,
+                    f"ours: batch {args.batch_size}, real/prompt once (cold)",
+                    timings["cold"][0],
+                    t_ref / timings["cold"][0],
+                    diff,
+                )
+            )
+            lines.append(
+                (
+                    name,
+                    "ours: rerun / new threshold (cache)",
+                    timings["warm"][0],
+                    t_ref / timings["warm"][0],
+                    float("nan"),
+                )
+            )
         print()
         print("| model | method | seconds | images/s | speedup | max abs score diff vs reference |")
         print("|---|---|---:|---:|---:|---:|")

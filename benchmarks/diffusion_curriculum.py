@@ -11,6 +11,7 @@ measured at each stage's end (stages.csv): bottleneck channels exactly zero on t
 output channels whose filter norm is below 1e-2 × their layer's largest. Prints a Markdown table and
 writes it to {out}/results.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from curriculum.tables import markdown_table, write_csv  # noqa: E402
-from training.diffusion_eval import fit_judge, grey_features, sample_classes  # noqa: E402
-from training.diffusion_trainer import DiffusionTrainConfig, train_diffusion  # noqa: E402
-from training.pixel_data import load_pixel_dataset, write_digits  # noqa: E402
+from training.diffusion.data import load_pixel_dataset, write_digits  # noqa: E402
+from training.diffusion.eval import fit_judge, grey_features, sample_classes  # noqa: E402
+from training.diffusion.trainer import DiffusionTrainConfig, train_diffusion  # noqa: E402
 
 VARIANTS = {
     "uniform": dict(t_sampler="uniform"),
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is the most robust on a shared machine)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is the most robust on a shared machine)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -60,26 +63,54 @@ def main(argv: list[str] | None = None) -> int:
     held = load_pixel_dataset(table, 16, split="test")
     judge = fit_judge(grey_features(held.images), held.labels.numpy(), seed=args.seed)
     real_train = grey_features(train.images)
-    rows = [{"variant": "real train images (reference)", "steps": 0,
-             "classifier_acc": judge.accuracy(real_train, train.labels.numpy()),
-             "frechet_pca32": judge.frechet(real_train), "train_s": 0.0, "final_loss": float("nan"),
-             "bottleneck_zero_per_stage": "", "conv_near_zero_per_stage": ""}]
-    print(f"digits: {len(train)} train / {len(held)} held out; judge 5-fold CV accuracy on held-out real "
-          f"{judge.cv_accuracy:.3f}; epochs per stage {epochs}", flush=True)
+    rows = [
+        {
+            "variant": "real train images (reference)",
+            "steps": 0,
+            "classifier_acc": judge.accuracy(real_train, train.labels.numpy()),
+            "frechet_pca32": judge.frechet(real_train),
+            "train_s": 0.0,
+            "final_loss": float("nan"),
+            "bottleneck_zero_per_stage": "",
+            "conv_near_zero_per_stage": "",
+        }
+    ]
+    print(
+        f"digits: {len(train)} train / {len(held)} held out; judge 5-fold CV accuracy on held-out real "
+        f"{judge.cv_accuracy:.3f}; epochs per stage {epochs}",
+        flush=True,
+    )
     for name in args.variants:
-        cfg = DiffusionTrainConfig(data=str(table), output_dir=str(out / "runs" / name), stage_epochs=epochs,
-                                   seed=args.seed, resume=False, progress=False, device="cpu",
-                                   sample_steps=args.steps, sample_guidance=args.guidance, **VARIANTS[name])
+        cfg = DiffusionTrainConfig(
+            data=str(table),
+            output_dir=str(out / "runs" / name),
+            stage_epochs=epochs,
+            seed=args.seed,
+            resume=False,
+            progress=False,
+            device="cpu",
+            sample_steps=args.steps,
+            sample_guidance=args.guidance,
+            **VARIANTS[name],
+        )
         t0 = time.perf_counter()
         res = train_diffusion(cfg, train)
         train_s = time.perf_counter() - t0
         imgs, labels = sample_classes(res.model_dir, train.num_classes, per_class, args.steps, args.guidance, args.seed)
         feats = grey_features(imgs)
         stages = pd.read_csv(res.stages_path)
-        rows.append({"variant": name, "steps": res.global_step, "classifier_acc": judge.accuracy(feats, labels),
-                     "frechet_pca32": judge.frechet(feats), "train_s": train_s, "final_loss": res.final_loss,
-                     "bottleneck_zero_per_stage": _per_stage(stages["bottleneck_sparsity_reached"]),
-                     "conv_near_zero_per_stage": _per_stage(stages["conv_near_zero_channel_fraction"])})
+        rows.append(
+            {
+                "variant": name,
+                "steps": res.global_step,
+                "classifier_acc": judge.accuracy(feats, labels),
+                "frechet_pca32": judge.frechet(feats),
+                "train_s": train_s,
+                "final_loss": res.final_loss,
+                "bottleneck_zero_per_stage": _per_stage(stages["bottleneck_sparsity_reached"]),
+                "conv_near_zero_per_stage": _per_stage(stages["conv_near_zero_channel_fraction"]),
+            }
+        )
         print(f"{name}: {rows[-1]}", flush=True)
     df = pd.DataFrame(rows)
     write_csv(df, out / "results.csv")

@@ -2,6 +2,7 @@
 
 Imports neither `data_generation` nor `training`; see curriculum/README.md.
 """
+
 from .features import DINO_MODELS, PretrainedModelExtractor, create_dino_model
 from .learning import CurriculumLearning, create_curriculum_learning, create_curriculum_learning_with_dino
 from .pacing import PACING, PatiencePacing, pacing_fraction, progress
@@ -20,11 +21,35 @@ from .weighting import (
 )
 
 __all__ = [
-    "DINO_MODELS", "KMEANS", "MODES", "PACING", "SCALINGS",
-    "CurriculumLearning", "CurriculumSampler", "CurriculumState", "HardPacingSchedule", "PatiencePacing",
-    "PretrainedModelExtractor", "Prototypes", "SoftPacingSchedule", "StaticSchedule", "TemperatureTable",
-    "assign", "create_curriculum_learning", "create_curriculum_learning_with_dino", "create_dino_model",
-    "effective_size", "fit_prototypes", "hard_subset", "load_curriculum_state", "max_effective_size",
-    "pacing_fraction", "progress", "sampling_probabilities", "save_curriculum_state", "scale_distances",
-    "temperature_for", "warmup_target",
+    "DINO_MODELS",
+    "KMEANS",
+    "MODES",
+    "PACING",
+    "SCALINGS",
+    "CurriculumLearning",
+    "CurriculumSampler",
+    "CurriculumState",
+    "HardPacingSchedule",
+    "PatiencePacing",
+    "PretrainedModelExtractor",
+    "Prototypes",
+    "SoftPacingSchedule",
+    "StaticSchedule",
+    "TemperatureTable",
+    "assign",
+    "create_curriculum_learning",
+    "create_curriculum_learning_with_dino",
+    "create_dino_model",
+    "effective_size",
+    "fit_prototypes",
+    "hard_subset",
+    "load_curriculum_state",
+    "max_effective_size",
+    "pacing_fraction",
+    "progress",
+    "sampling_probabilities",
+    "save_curriculum_state",
+    "scale_distances",
+    "temperature_for",
+    "warmup_target",
 ]

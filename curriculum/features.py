@@ -5,6 +5,7 @@ or the output of a named intermediate module captured by a forward hook. Outputs
 dimensions are pooled: (B, C, H, W) by the spatial mean, (B, L, D) token sequences by the token mean (or
 the first token with pool='cls'). Vectors are L2-normalised when `normalize_features=True`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -62,8 +63,13 @@ def pool(x: torch.Tensor, how: str | Callable[[torch.Tensor], torch.Tensor] = "a
 class PretrainedModelExtractor:
     """Features of a torch model's output or of a named intermediate module (forward hook)."""
 
-    def __init__(self, model: nn.Module, feature_layer: str | None = None, normalize_features: bool = True,
-                 pool: str | Callable[[torch.Tensor], torch.Tensor] = "auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        feature_layer: str | None = None,
+        normalize_features: bool = True,
+        pool: str | Callable[[torch.Tensor], torch.Tensor] = "auto",
+    ):
         self.model = model.eval()
         self.feature_layer = feature_layer
         self.normalize_features = normalize_features
@@ -76,8 +82,10 @@ class PretrainedModelExtractor:
                 names = [n for n in modules if n]
                 close = difflib.get_close_matches(feature_layer, names, n=5, cutoff=0.4)
                 hint = f" Close names: {', '.join(close)}." if close else ""
-                raise ValueError(f"feature_layer {feature_layer!r} is not a module of the model.{hint} "
-                                 f"The model has {len(names)} named modules (model.named_modules()).")
+                raise ValueError(
+                    f"feature_layer {feature_layer!r} is not a module of the model.{hint} "
+                    f"The model has {len(names)} named modules (model.named_modules())."
+                )
             self._module = modules[feature_layer]
 
     def _hook(self, module, inputs, output) -> None:
@@ -101,14 +109,18 @@ class PretrainedModelExtractor:
         return f
 
     @torch.no_grad()
-    def extract(self, data, device: str | torch.device = "cpu", batch_size: int = 256,
-                num_workers: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def extract(
+        self, data, device: str | torch.device = "cpu", batch_size: int = 256, num_workers: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Return (features float32 (N, D), labels int64 (N,) or None) for a Dataset or DataLoader.
 
         Batches may be tensors, (inputs, labels, ...) tuples or dicts with 'pixel_values'/'image'/'inputs'.
         """
-        loader = data if isinstance(data, DataLoader) else DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        loader = (
+            data
+            if isinstance(data, DataLoader)
+            else DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        )
         self.model.to(device)
         feats, labels = [], []
         for batch in loader:
@@ -136,8 +148,9 @@ class PretrainedModelExtractor:
         return torch.from_numpy(self.extract(data_loader, device)[0])
 
 
-def create_dino_model(dino_model: str = "dino_vits16", weights: str | os.PathLike | None = None,
-                      **model_kwargs: Any) -> nn.Module:
+def create_dino_model(
+    dino_model: str = "dino_vits16", weights: str | os.PathLike | None = None, **model_kwargs: Any
+) -> nn.Module:
     """Return a DINO ViT (timm) with its classifier head removed, in eval mode.
 
     `dino_model`: a seed-library name (dino_vits16, dino_vits8, dino_vitb16, dino_vitb8) or a timm id.
@@ -168,7 +181,9 @@ def create_dino_model(dino_model: str = "dino_vits16", weights: str | os.PathLik
         missing, unexpected = model.load_state_dict(state, strict=False)
         bad = [k for k in missing if not k.startswith("head")]
         if bad or unexpected:
-            raise ValueError(f"weights {path} do not fit {timm_id}: missing {bad[:5]}, unexpected {list(unexpected)[:5]}")
+            raise ValueError(
+                f"weights {path} do not fit {timm_id}: missing {bad[:5]}, unexpected {list(unexpected)[:5]}"
+            )
         return model.eval()
     try:
         return timm.create_model(timm_id, pretrained=True, num_classes=0, **model_kwargs).eval()

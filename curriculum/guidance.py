@@ -14,10 +14,11 @@ level 100 is real data. Low levels are far from the real image (synthetic), high
 Schedules are small state machines whose whole state is a JSON-able dict, so a resumed run continues the
 same curriculum.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -83,8 +84,10 @@ def level_progress(
     """Return {level: robust mean of (current - previous) true-class probability} over the images of each level."""
     previous, current, levels = map(np.asarray, (previous, current, levels))
     if not (previous.shape == current.shape == levels.shape):
-        raise ValueError(f"previous, current and levels must have one entry per image; got {previous.shape}, "
-                         f"{current.shape}, {levels.shape}")
+        raise ValueError(
+            f"previous, current and levels must have one entry per image; got {previous.shape}, "
+            f"{current.shape}, {levels.shape}"
+        )
     delta = current - previous
     return {int(lv): robust_mean(delta[levels == lv], whisker) for lv in np.unique(levels)}
 
@@ -124,8 +127,15 @@ class AdaptiveSchedule:
             # ties go to the lower (more synthetic) level, deterministically
             nxt = max(sorted(candidates), key=lambda lv: candidates[lv])
         self.n_choices += 1
-        self.history.append({"step": int(step), "epoch": float(epoch), "previous": int(self.current), "level": nxt,
-                             "progress": {str(k): (float(v) if np.isfinite(v) else None) for k, v in progress.items()}})
+        self.history.append(
+            {
+                "step": int(step),
+                "epoch": float(epoch),
+                "previous": int(self.current),
+                "level": nxt,
+                "progress": {str(k): (float(v) if np.isfinite(v) else None) for k, v in progress.items()},
+            }
+        )
         self.current = nxt
         return nxt
 

@@ -7,6 +7,7 @@ draws) follows a warm-up ramp from `initial_effective_percentage` to its maximum
 `warmup_iterations` on, uniform. The temperature comes from a table built once per mode, so a call costs
 one softmax pass over N, not a bisection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -72,20 +73,36 @@ class CurriculumLearning:
     `num_workers`.
     """
 
-    def __init__(self, feature_extractor: PretrainedModelExtractor | None, n_clusters: int | None = None,
-                 auto_select_clusters: bool = True, cluster_range: tuple[int, int] = (2, 20),
-                 use_labels: bool = False, normalize_weights: bool = True, batch_size: int = 256,
-                 use_minibatch_kmeans: bool = True, initial_effective_percentage: float = 0.3,
-                 warmup_iterations: int = 1000, random_state: int = 42, *, scaling: str | None = None,
-                 backend: str | None = None, ramp: str = "linear", max_effective_ratio: float | None = None,
-                 fit_sample_size: int = 100_000, select_sample_size: int = 10_000, num_workers: int = 0):
+    def __init__(
+        self,
+        feature_extractor: PretrainedModelExtractor | None,
+        n_clusters: int | None = None,
+        auto_select_clusters: bool = True,
+        cluster_range: tuple[int, int] = (2, 20),
+        use_labels: bool = False,
+        normalize_weights: bool = True,
+        batch_size: int = 256,
+        use_minibatch_kmeans: bool = True,
+        initial_effective_percentage: float = 0.3,
+        warmup_iterations: int = 1000,
+        random_state: int = 42,
+        *,
+        scaling: str | None = None,
+        backend: str | None = None,
+        ramp: str = "linear",
+        max_effective_ratio: float | None = None,
+        fit_sample_size: int = 100_000,
+        select_sample_size: int = 10_000,
+        num_workers: int = 0,
+    ):
         if not 0.0 < initial_effective_percentage <= 1.0:
             raise ValueError(f"initial_effective_percentage must lie in (0, 1], got {initial_effective_percentage!r}")
         if int(warmup_iterations) < 0:
             raise ValueError(f"warmup_iterations must be >= 0, got {warmup_iterations!r}")
         if n_clusters is None and not auto_select_clusters:
-            raise ValueError("n_clusters is None and auto_select_clusters is False: give n_clusters or allow "
-                             "auto-selection")
+            raise ValueError(
+                "n_clusters is None and auto_select_clusters is False: give n_clusters or allow auto-selection"
+            )
         if ramp not in ("linear", "cosine"):
             raise ValueError(f"ramp must be 'linear' or 'cosine', got {ramp!r}")
         if backend is not None:
@@ -113,8 +130,9 @@ class CurriculumLearning:
 
     # ---------------------------------------------------------------------------------------------------
     # fitting
-    def fit(self, dataset, labels=None, device: str | torch.device = "cpu",
-            sample_ids: Sequence[str] | None = None) -> CurriculumLearning:
+    def fit(
+        self, dataset, labels=None, device: str | torch.device = "cpu", sample_ids: Sequence[str] | None = None
+    ) -> CurriculumLearning:
         """Extract features of `dataset` (Dataset, Subset or DataLoader) and fit; return self.
 
         Labels for `use_labels=True` come from `labels`, else the dataset's `targets`/`labels` (also
@@ -131,8 +149,9 @@ class CurriculumLearning:
             sample_ids = dataset_sample_ids(dataset, len(feats))
         return self.fit_features(feats, labels=labels, sample_ids=sample_ids, device=device)
 
-    def fit_features(self, features, labels=None, sample_ids: Sequence[str] | None = None,
-                     device: str | torch.device = "cpu") -> CurriculumLearning:
+    def fit_features(
+        self, features, labels=None, sample_ids: Sequence[str] | None = None, device: str | torch.device = "cpu"
+    ) -> CurriculumLearning:
         """Fit on precomputed features (N, D) (a float16 memmap works); return self."""
         n = features.shape[0]
         self._check_targets(n)  # before the (slow) k-means, not after
@@ -147,10 +166,17 @@ class CurriculumLearning:
             raise ValueError(f"sample_ids has {len(ids)} entries for {n} samples")
         backend = self.backend if self.backend is not None else default_kmeans_backend(device)
         protos = fit_prototypes(
-            features, n_clusters=self.n_clusters, labels=labels if self.use_labels else None,
-            backend=backend, cluster_range=self.cluster_range, fit_sample_size=self.fit_sample_size,
-            select_sample_size=self.select_sample_size, seed=self.random_state, device=device,
-            minibatch=self.use_minibatch_kmeans)
+            features,
+            n_clusters=self.n_clusters,
+            labels=labels if self.use_labels else None,
+            backend=backend,
+            cluster_range=self.cluster_range,
+            fit_sample_size=self.fit_sample_size,
+            select_sample_size=self.select_sample_size,
+            seed=self.random_state,
+            device=device,
+            minibatch=self.use_minibatch_kmeans,
+        )
         self.features_, self.labels_, self.sample_ids_ = features, labels, ids
         self.backend_ = backend
         self.prototypes_, self.optimal_clusters_ = protos, protos.n_clusters
@@ -165,12 +191,16 @@ class CurriculumLearning:
     def _check_targets(self, n: int) -> None:
         m = max_effective_size(n)
         if self.initial_effective_percentage > m + 1e-12:
-            raise ValueError(f"initial_effective_percentage={self.initial_effective_percentage} exceeds the maximum "
-                             f"effective size 1-(1-1/N)^N = {m:.6f} for N={n}")
+            raise ValueError(
+                f"initial_effective_percentage={self.initial_effective_percentage} exceeds the maximum "
+                f"effective size 1-(1-1/N)^N = {m:.6f} for N={n}"
+            )
         if self.max_effective_ratio is not None and not (
-                self.initial_effective_percentage <= self.max_effective_ratio <= m + 1e-12):
-            raise ValueError(f"max_effective_ratio={self.max_effective_ratio} must lie in "
-                             f"[initial_effective_percentage, {m:.6f}]")
+            self.initial_effective_percentage <= self.max_effective_ratio <= m + 1e-12
+        ):
+            raise ValueError(
+                f"max_effective_ratio={self.max_effective_ratio} must lie in [initial_effective_percentage, {m:.6f}]"
+            )
 
     def _fitted(self) -> np.ndarray:
         if self.weights_ is None:
@@ -209,8 +239,9 @@ class CurriculumLearning:
             return self.max_effective_size
         return warmup_target(current_iteration, w, self.initial_effective_percentage, end, self.ramp)
 
-    def get_curriculum_weights(self, strategy: str = "difficulty", current_iteration: int = 0,
-                               warmup_iterations: int | None = None) -> np.ndarray:
+    def get_curriculum_weights(
+        self, strategy: str = "difficulty", current_iteration: int = 0, warmup_iterations: int | None = None
+    ) -> np.ndarray:
         """Return the sampling distribution (float64, sums to 1) at `current_iteration`.
 
         strategy: 'prototypes_first' (alias 'difficulty'): p ∝ exp(-d/T), prototypes first;
@@ -229,17 +260,24 @@ class CurriculumLearning:
         from .schedules import SoftPacingSchedule
 
         end = None if self.max_effective_ratio is None else self.max_effective_ratio
-        return SoftPacingSchedule(self._fitted(), self.warmup_iterations, pacing=self.ramp,
-                                  start=self.initial_effective_percentage, end=end, mode=strategy,
-                                  table=self.table(strategy, warmup_only=True))
+        return SoftPacingSchedule(
+            self._fitted(),
+            self.warmup_iterations,
+            pacing=self.ramp,
+            start=self.initial_effective_percentage,
+            end=end,
+            mode=strategy,
+            table=self.table(strategy, warmup_only=True),
+        )
 
     # analysis helpers (seed names kept; public names below)
     def effective_dataset_size(self, weights, temperature: float, strategy: str = "difficulty") -> float:
         """Return the effective size (fraction of N) of p(T) for difficulty `weights`."""
         return effective_size(sampling_probabilities(weights, temperature, strategy))
 
-    def temperature_for_effective_size(self, effective_size: float, strategy: str = "difficulty",
-                                       tol: float = 1e-6) -> float:
+    def temperature_for_effective_size(
+        self, effective_size: float, strategy: str = "difficulty", tol: float = 1e-6
+    ) -> float:
         """Return T whose effective size is within `tol` of the target (inf at the maximum); cached."""
         return self.table(strategy).solve(effective_size, tol)
 
@@ -256,16 +294,25 @@ class CurriculumLearning:
     # persistence
     def config(self) -> dict[str, Any]:
         """Return the settings that produced the weights (JSON-serialisable)."""
-        return {"n_clusters": self.n_clusters, "optimal_clusters": self.optimal_clusters_,
-                "auto_select_clusters": self.auto_select_clusters, "cluster_range": list(self.cluster_range),
-                "use_labels": self.use_labels, "scaling": self.scaling, "backend": self.backend_,
-                "use_minibatch_kmeans": self.use_minibatch_kmeans, "random_state": self.random_state,
-                "initial_effective_percentage": self.initial_effective_percentage,
-                "warmup_iterations": self.warmup_iterations, "ramp": self.ramp,
-                "max_effective_ratio": self.max_effective_ratio, "fit_sample_size": self.fit_sample_size,
-                "select_sample_size": self.select_sample_size,
-                "feature_layer": getattr(self.feature_extractor, "feature_layer", None),
-                "model": type(getattr(self.feature_extractor, "model", None)).__name__}
+        return {
+            "n_clusters": self.n_clusters,
+            "optimal_clusters": self.optimal_clusters_,
+            "auto_select_clusters": self.auto_select_clusters,
+            "cluster_range": list(self.cluster_range),
+            "use_labels": self.use_labels,
+            "scaling": self.scaling,
+            "backend": self.backend_,
+            "use_minibatch_kmeans": self.use_minibatch_kmeans,
+            "random_state": self.random_state,
+            "initial_effective_percentage": self.initial_effective_percentage,
+            "warmup_iterations": self.warmup_iterations,
+            "ramp": self.ramp,
+            "max_effective_ratio": self.max_effective_ratio,
+            "fit_sample_size": self.fit_sample_size,
+            "select_sample_size": self.select_sample_size,
+            "feature_layer": getattr(self.feature_extractor, "feature_layer", None),
+            "model": type(getattr(self.feature_extractor, "model", None)).__name__,
+        }
 
     def save_weights(self, path, include_features: bool = False):
         """Write the weights with their sample ids and config (safetensors + JSON); return the two paths."""
@@ -295,25 +342,44 @@ class CurriculumLearning:
         return self
 
 
-def create_curriculum_learning(model: torch.nn.Module, dataset, n_clusters: int | None = None,
-                               use_labels: bool = False, device: str | torch.device = "cpu",
-                               initial_effective_percentage: float = 0.3, warmup_iterations: int = 1000,
-                               feature_layer: str | None = None, labels=None, **kwargs: Any):
+def create_curriculum_learning(
+    model: torch.nn.Module,
+    dataset,
+    n_clusters: int | None = None,
+    use_labels: bool = False,
+    device: str | torch.device = "cpu",
+    initial_effective_percentage: float = 0.3,
+    warmup_iterations: int = 1000,
+    feature_layer: str | None = None,
+    labels=None,
+    **kwargs: Any,
+):
     """Return (difficulty_weights, fitted CurriculumLearning) using `model` as the feature extractor."""
-    curriculum = CurriculumLearning(PretrainedModelExtractor(model, feature_layer=feature_layer),
-                                    n_clusters=n_clusters, use_labels=use_labels,
-                                    initial_effective_percentage=initial_effective_percentage,
-                                    warmup_iterations=warmup_iterations, **kwargs)
+    curriculum = CurriculumLearning(
+        PretrainedModelExtractor(model, feature_layer=feature_layer),
+        n_clusters=n_clusters,
+        use_labels=use_labels,
+        initial_effective_percentage=initial_effective_percentage,
+        warmup_iterations=warmup_iterations,
+        **kwargs,
+    )
     curriculum.fit(dataset, labels=labels, device=device)
     return curriculum.get_difficulty_weights(), curriculum
 
 
-def create_curriculum_learning_with_dino(dataset, n_clusters: int | None = None, use_labels: bool = False,
-                                         device: str | torch.device = "cpu", dino_model: str = "dino_vits16",
-                                         initial_effective_percentage: float = 0.3,
-                                         warmup_iterations: int = 1000, model: torch.nn.Module | None = None,
-                                         weights=None, model_kwargs: dict[str, Any] | None = None,
-                                         **kwargs: Any):
+def create_curriculum_learning_with_dino(
+    dataset,
+    n_clusters: int | None = None,
+    use_labels: bool = False,
+    device: str | torch.device = "cpu",
+    dino_model: str = "dino_vits16",
+    initial_effective_percentage: float = 0.3,
+    warmup_iterations: int = 1000,
+    model: torch.nn.Module | None = None,
+    weights=None,
+    model_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+):
     """Return (difficulty_weights, fitted CurriculumLearning) with DINO features.
 
     `dino_model` maps to timm (dino_vits16 -> vit_small_patch16_224.dino, also vits8, vitb16, vitb8). A
@@ -322,7 +388,13 @@ def create_curriculum_learning_with_dino(dataset, n_clusters: int | None = None,
     """
     if model is None:
         model = create_dino_model(dino_model, weights=weights, **(model_kwargs or {}))
-    return create_curriculum_learning(model, dataset, n_clusters=n_clusters, use_labels=use_labels, device=device,
-                                      initial_effective_percentage=initial_effective_percentage,
-                                      warmup_iterations=warmup_iterations, **kwargs)
-
+    return create_curriculum_learning(
+        model,
+        dataset,
+        n_clusters=n_clusters,
+        use_labels=use_labels,
+        device=device,
+        initial_effective_percentage=initial_effective_percentage,
+        warmup_iterations=warmup_iterations,
+        **kwargs,
+    )

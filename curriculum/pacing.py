@@ -19,6 +19,7 @@ Shapes, chosen by name from `PACING`:
 `PatiencePacing` is the metric-driven member: it adds `increment` to the fraction each time a validation
 metric has not improved for `patience` evaluations.
 """
+
 from __future__ import annotations
 
 import math
@@ -123,8 +124,9 @@ class PatiencePacing:
     replaying the same metric history from a fresh object gives the same fraction.
     """
 
-    def __init__(self, start: float = 0.1, increment: float = 0.1, patience: int = 3, mode: str = "max",
-                 min_delta: float = 0.0):
+    def __init__(
+        self, start: float = 0.1, increment: float = 0.1, patience: int = 3, mode: str = "max", min_delta: float = 0.0
+    ):
         if not 0.0 < start <= 1.0:
             raise ValueError(f"start must lie in (0, 1], got {start!r}")
         if not increment > 0:

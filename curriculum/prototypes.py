@@ -13,6 +13,7 @@ Distance scalings, chosen by name from `SCALINGS` (d = Euclidean distance to the
 equal gets 0); `rank`, the within-cluster percentile rank (ties averaged) mapped to [0, 1] (a one-member
 cluster gets 0); `global`, min-max over all samples; `none`, the raw distances.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,8 +32,9 @@ SCALINGS: Registry[Callable[[np.ndarray, np.ndarray], np.ndarray]] = Registry("d
 # --------------------------------------------------------------------------------------------------------
 # k-means backends: (x float32 (n, dim), k, seed, **options) -> centroids float32 (k, dim)
 @KMEANS.register("sklearn")
-def kmeans_sklearn(x: np.ndarray, k: int, seed: int = 42, minibatch: bool = True, n_threads: int | None = 1,
-                   **_: object) -> np.ndarray:
+def kmeans_sklearn(
+    x: np.ndarray, k: int, seed: int = 42, minibatch: bool = True, n_threads: int | None = 1, **_: object
+) -> np.ndarray:
     """Return k centroids from scikit-learn's MiniBatchKMeans (or KMeans when minibatch=False).
 
     `n_threads` caps scikit-learn's OpenMP threads (None: no cap). The default is 1 because, once torch has
@@ -52,8 +54,9 @@ def kmeans_sklearn(x: np.ndarray, k: int, seed: int = 42, minibatch: bool = True
 
 
 @KMEANS.register("torch")
-def kmeans_torch(x: np.ndarray, k: int, seed: int = 42, device: str | torch.device = "cpu", n_iter: int = 50,
-                 **_: object) -> np.ndarray:
+def kmeans_torch(
+    x: np.ndarray, k: int, seed: int = 42, device: str | torch.device = "cpu", n_iter: int = 50, **_: object
+) -> np.ndarray:
     """Return k centroids from Lloyd iterations in torch on `device`, seeded by scikit-learn's k-means++."""
     from sklearn.cluster import kmeans_plusplus
 
@@ -78,8 +81,10 @@ def kmeans_faiss(x: np.ndarray, k: int, seed: int = 42, n_iter: int = 25, **_: o
     try:
         import faiss
     except ImportError as err:
-        raise ImportError("k-means backend 'faiss' needs the optional package faiss "
-                          "(pip install faiss-cpu); or use backend='sklearn' or 'torch'") from err
+        raise ImportError(
+            "k-means backend 'faiss' needs the optional package faiss "
+            "(pip install faiss-cpu); or use backend='sklearn' or 'torch'"
+        ) from err
     km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, max_points_per_centroid=max(256, len(x) // k + 1))
     km.train(np.ascontiguousarray(x, dtype=np.float32))
     return np.asarray(km.centroids, dtype=np.float32)
@@ -105,8 +110,12 @@ def _nearest(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return labels, dist
 
 
-def assign(features, centroids: np.ndarray, chunk_size: int = 65536, device: str | torch.device = "cpu",
-           ) -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    features,
+    centroids: np.ndarray,
+    chunk_size: int = 65536,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Return (nearest-centroid index int64, Euclidean distance float32) for every row, chunk by chunk.
 
     `features` may be any array-like indexable by row slices (a float16 memmap is read chunk by chunk).
@@ -117,10 +126,10 @@ def assign(features, centroids: np.ndarray, chunk_size: int = 65536, device: str
     c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(device)
     with torch.no_grad():
         for i in range(0, n, chunk_size):
-            x = torch.from_numpy(np.ascontiguousarray(features[i:i + chunk_size], dtype=np.float32)).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(features[i : i + chunk_size], dtype=np.float32)).to(device)
             lab, dist = _nearest(x, c)
-            labels[i:i + len(x)] = lab.cpu().numpy()
-            dists[i:i + len(x)] = dist.cpu().numpy()
+            labels[i : i + len(x)] = lab.cpu().numpy()
+            dists[i : i + len(x)] = dist.cpu().numpy()
     return labels, dists
 
 
@@ -150,8 +159,9 @@ def cluster_grid(cluster_range: tuple[int, int], max_points: int = 12) -> list[i
     return sorted({round(float(v)) for v in np.geomspace(lo, hi, max_points)})
 
 
-def select_n_clusters(x: np.ndarray, grid: list[int], backend: str = "sklearn", seed: int = 42,
-                      **backend_options: object) -> tuple[int, dict[int, float]]:
+def select_n_clusters(
+    x: np.ndarray, grid: list[int], backend: str = "sklearn", seed: int = 42, **backend_options: object
+) -> tuple[int, dict[int, float]]:
     """Return (k with the lowest Davies-Bouldin index on x, {k: index}) over the candidate grid."""
     from sklearn.metrics import davies_bouldin_score
 
@@ -195,10 +205,19 @@ def default_kmeans_backend(device: str | torch.device | None = "cpu") -> str:
     return "sklearn" if torch.device(device).type == "cpu" else "torch"
 
 
-def fit_prototypes(features, n_clusters: int | None = None, labels=None, backend: str | None = None,
-                   cluster_range: tuple[int, int] = (2, 20), fit_sample_size: int = 100_000,
-                   select_sample_size: int = 10_000, chunk_size: int = 65536, seed: int = 42,
-                   device: str | torch.device = "cpu", **backend_options: object) -> Prototypes:
+def fit_prototypes(
+    features,
+    n_clusters: int | None = None,
+    labels=None,
+    backend: str | None = None,
+    cluster_range: tuple[int, int] = (2, 20),
+    fit_sample_size: int = 100_000,
+    select_sample_size: int = 10_000,
+    chunk_size: int = 65536,
+    seed: int = 42,
+    device: str | torch.device = "cpu",
+    **backend_options: object,
+) -> Prototypes:
     """Return the Prototypes of `features` (n, dim), optionally clustered within each class of `labels`.
 
     An explicit `n_clusters` is always used; None chooses k by Davies-Bouldin over `cluster_grid(cluster_range)`
@@ -239,8 +258,9 @@ def fit_prototypes(features, n_clusters: int | None = None, labels=None, backend
     classes, inverse = np.unique(labels, return_inverse=True)
     members = [np.nonzero(inverse == j)[0] for j in range(len(classes))]
     if n_clusters is None:
-        n_clusters, scores = _select_supervised(features, members, cluster_range, backend, seed,
-                                                select_sample_size, opts)
+        n_clusters, scores = _select_supervised(
+            features, members, cluster_range, backend, seed, select_sample_size, opts
+        )
     k = int(n_clusters)
     assignments = np.empty(n, dtype=np.int64)
     distances = np.empty(n, dtype=np.float32)
@@ -340,5 +360,15 @@ def scale_distances(d, clusters, mode: str = "minmax") -> np.ndarray:
     return SCALINGS.get(mode)(d, clusters)
 
 
-__all__ = ["KMEANS", "SCALINGS", "Prototypes", "assign", "cluster_grid", "default_kmeans_backend", "faiss_available",
-           "fit_prototypes", "scale_distances", "select_n_clusters"]
+__all__ = [
+    "KMEANS",
+    "SCALINGS",
+    "Prototypes",
+    "assign",
+    "cluster_grid",
+    "default_kmeans_backend",
+    "faiss_available",
+    "fit_prototypes",
+    "scale_distances",
+    "select_n_clusters",
+]

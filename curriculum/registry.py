@@ -3,10 +3,12 @@
 One helper serves generators, scorers, k-means backends, pacing functions, schedules and losses, so every
 "choose a backend by name" flag fails the same clear way.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -37,9 +39,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(
-                f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}"
-            ) from None
+            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}") from None
 
     def names(self) -> list[str]:
         """Return the registered names, sorted."""

@@ -13,6 +13,7 @@ an iteration started mid-epoch (after a resume) runs to the end of that epoch.
 With a DataLoader that prefetches, the sampler runs ahead of training; call `set_step(trained_steps)` (or
 save `state_dict()` with the step your loop has finished) so that a resume starts at the right place.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,16 @@ def draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
 class CurriculumSampler(Sampler[int]):
     """Draw dataset indices from `schedule.probabilities(step)`, refreshed every `refresh_every` steps."""
 
-    def __init__(self, schedule: Schedule | np.ndarray, batch_size: int, num_samples: int | None = None,
-                 refresh_every: int = 100, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None):
+    def __init__(
+        self,
+        schedule: Schedule | np.ndarray,
+        batch_size: int,
+        num_samples: int | None = None,
+        refresh_every: int = 100,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         if not hasattr(schedule, "probabilities"):
             schedule = StaticSchedule(schedule)
         self.schedule = schedule
@@ -104,8 +112,8 @@ class CurriculumSampler(Sampler[int]):
         filled, pos = 0, int(position)
         while filled < n:
             b, off = divmod(pos, per_block)
-            chunk = self.block(b)[off: off + (n - filled)]
-            out[filled: filled + len(chunk)] = chunk
+            chunk = self.block(b)[off : off + (n - filled)]
+            out[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
             pos += len(chunk)
         return out
@@ -116,7 +124,7 @@ class CurriculumSampler(Sampler[int]):
         end = (self.position // self.num_samples + 1) * self.num_samples
         while self.position < end:
             b, off = divmod(self.position, per_block)
-            chunk = self.block(b)[off: off + (end - self.position)]
+            chunk = self.block(b)[off : off + (end - self.position)]
             for i in chunk.tolist():
                 self.position += 1  # advanced per index handed out, so a state taken mid-epoch is exact
                 yield i
@@ -127,8 +135,14 @@ class CurriculumSampler(Sampler[int]):
     # ---------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Return the resumable state (JSON-serialisable): the position and the settings that fix the stream."""
-        return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size,
-                "refresh_every": self.refresh_every, "num_replicas": self.num_replicas, "rank": self.rank}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "refresh_every": self.refresh_every,
+            "num_replicas": self.num_replicas,
+            "rank": self.rank,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; settings that would change the stream must match (else ValueError)."""

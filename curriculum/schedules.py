@@ -9,6 +9,7 @@ function of the step, so a resumed run that restores the step follows the same c
 - `HardPacingSchedule` (subsets): uniform over the ceil(f N) most favoured samples of the ranking, with the
   fraction f = start + (1 - start) h(progress) from a pacing shape.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,9 +47,17 @@ class StaticSchedule:
 class SoftPacingSchedule:
     """Temperature sampling whose target effective size follows a pacing shape (see module doc)."""
 
-    def __init__(self, distances, final_iteration: int, pacing: str = "linear", start: float = 0.3,
-                 end: float | None = None, mode: str = "prototypes_first", table: TemperatureTable | None = None,
-                 **pacing_params: Any):
+    def __init__(
+        self,
+        distances,
+        final_iteration: int,
+        pacing: str = "linear",
+        start: float = 0.3,
+        end: float | None = None,
+        mode: str = "prototypes_first",
+        table: TemperatureTable | None = None,
+        **pacing_params: Any,
+    ):
         PACING.get(pacing)
         self.mode = canonical_mode(mode)
         self.distances = np.asarray(distances, dtype=np.float64)
@@ -59,8 +68,9 @@ class SoftPacingSchedule:
         self.end = self.table.max if end is None else float(end)
         self.start = float(start)
         if not 0 < self.start <= self.end <= self.table.max + 1e-12:
-            raise ValueError(f"need 0 < start <= end <= max effective size {self.table.max:.6g}; "
-                             f"got start={start!r}, end={end!r}")
+            raise ValueError(
+                f"need 0 < start <= end <= max effective size {self.table.max:.6g}; got start={start!r}, end={end!r}"
+            )
         self.table._check_target(self.start)
         self.final_iteration, self.pacing, self.pacing_params = int(final_iteration), pacing, pacing_params
 
@@ -99,8 +109,15 @@ def hard_subset(difficulty, fraction: float, mode: str = "prototypes_first") -> 
 class HardPacingSchedule:
     """Uniform sampling over a growing prefix of the difficulty ranking (see module doc)."""
 
-    def __init__(self, difficulty, final_iteration: int, pacing: str = "linear", start: float = 0.1,
-                 mode: str = "prototypes_first", **pacing_params: Any):
+    def __init__(
+        self,
+        difficulty,
+        final_iteration: int,
+        pacing: str = "linear",
+        start: float = 0.1,
+        mode: str = "prototypes_first",
+        **pacing_params: Any,
+    ):
         PACING.get(pacing)
         d = np.asarray(difficulty, dtype=np.float64)
         self.order = hard_subset(d, 1.0, mode)  # the full ranking, computed once

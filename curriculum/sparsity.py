@@ -11,10 +11,11 @@ Two ways to keep capacity in reserve while the curriculum moves from noisy to cl
 
 The code that applies a mask to a particular network lives with the trainer; this module is the maths.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -36,7 +37,9 @@ for _name in ("gradient", "random"):
     REGROWTH_MODES.register(_name)(_name)
 
 
-def stage_sparsities(n_stages: int, start: float = DEFAULT_SPARSITY_START, end: float = DEFAULT_SPARSITY_END) -> list[float]:
+def stage_sparsities(
+    n_stages: int, start: float = DEFAULT_SPARSITY_START, end: float = DEFAULT_SPARSITY_END
+) -> list[float]:
     """Return the target sparsity of each stage: linear from `start` (stage 0) to `end` (last stage)."""
     if n_stages < 1:
         raise ValueError(f"n_stages must be >= 1, got {n_stages}")
@@ -81,8 +84,13 @@ def zero_channel_fraction(weights: Iterable[torch.Tensor], rel_tol: float = 1e-2
     return dead / total if total else 0.0
 
 
-def choose_regrowth(active: torch.Tensor, n_new: int, mode: str = "gradient", scores: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def choose_regrowth(
+    active: torch.Tensor,
+    n_new: int,
+    mode: str = "gradient",
+    scores: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Return the indices of `n_new` inactive channels to activate (sorted).
 
     `mode='gradient'` takes the inactive channels with the largest `scores` (ties broken by index);

@@ -8,6 +8,7 @@ Two files, both written atomically and never pickled:
 The SHA-256 of the sample ids is stored in both files, so a weights file paired with the wrong JSON, or
 loaded against a dataset with other ids, fails loudly instead of silently misaligning scores and samples.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,12 +57,17 @@ class CurriculumState:
         if missing:
             raise KeyError(f"{len(missing)} sample id(s) have no curriculum state, e.g. {missing[:3]}")
         idx = np.array([pos[str(s)] for s in sample_ids], dtype=np.int64)
-        return CurriculumState([str(s) for s in sample_ids], {k: v[idx] for k, v in self.arrays.items()},
-                               dict(self.config))
+        return CurriculumState(
+            [str(s) for s in sample_ids], {k: v[idx] for k, v in self.arrays.items()}, dict(self.config)
+        )
 
 
-def save_curriculum_state(path: str | os.PathLike, sample_ids: Sequence[str], arrays: Mapping[str, np.ndarray],
-                          config: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+def save_curriculum_state(
+    path: str | os.PathLike,
+    sample_ids: Sequence[str],
+    arrays: Mapping[str, np.ndarray],
+    config: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path]:
     """Write the arrays (safetensors) and ids + config (JSON) atomically; return both paths."""
     from safetensors.numpy import save_file
 
@@ -78,8 +84,17 @@ def save_curriculum_state(path: str | os.PathLike, sample_ids: Sequence[str], ar
     arrays_path, json_path = state_paths(path)
     with atomic_path(arrays_path) as tmp:
         save_file(out, str(tmp), metadata={"format": FORMAT, "ids_sha256": digest})
-    write_json({"format": FORMAT, "n_samples": len(ids), "sample_ids": ids, "ids_sha256": digest,
-                "arrays": sorted(out), "config": dict(config or {})}, json_path)
+    write_json(
+        {
+            "format": FORMAT,
+            "n_samples": len(ids),
+            "sample_ids": ids,
+            "ids_sha256": digest,
+            "arrays": sorted(out),
+            "config": dict(config or {}),
+        },
+        json_path,
+    )
     return arrays_path, json_path
 
 
@@ -101,6 +116,8 @@ def load_curriculum_state(path: str | os.PathLike, sample_ids: Sequence[str] | N
     if file_digest != meta["ids_sha256"] or ids_digest(ids) != meta["ids_sha256"]:
         raise ValueError(f"{arrays_path} and {json_path} do not belong together (sample-id digests differ)")
     if sample_ids is not None and ids_digest([str(s) for s in sample_ids]) != meta["ids_sha256"]:
-        raise ValueError(f"{json_path}: stored sample ids differ from the given dataset's ids "
-                         "(use CurriculumState.aligned(ids) to reorder by id)")
+        raise ValueError(
+            f"{json_path}: stored sample ids differ from the given dataset's ids "
+            "(use CurriculumState.aligned(ids) to reorder by id)"
+        )
     return CurriculumState(ids, load_file(str(arrays_path)), meta.get("config", {}))

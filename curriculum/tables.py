@@ -3,6 +3,7 @@ Parquet files that carry their own metadata.
 
 Everything downstream is keyed by `sample_id`, never by row position.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -258,15 +260,23 @@ def to_discl_layout(df: pd.DataFrame, layout: str) -> pd.DataFrame:
     """Return `df` (canonical columns) in DisCL's 'iwildcam' or 'imagenet_lt' hard-sample CSV layout."""
     if layout == "iwildcam":
         out = pd.DataFrame(
-            {"label id": df["label"].to_numpy(), "label name": df["label_name"].to_numpy(),
-             "filepath": df["filepath"].to_numpy(), "img_name": df["sample_id"].to_numpy()}
+            {
+                "label id": df["label"].to_numpy(),
+                "label name": df["label_name"].to_numpy(),
+                "filepath": df["filepath"].to_numpy(),
+                "img_name": df["sample_id"].to_numpy(),
+            }
         )
         return out  # written with index=True, giving DisCL's leading unnamed column
     if layout == "imagenet_lt":
         names = df["image_name"] if "image_name" in df.columns else df["filepath"].map(lambda p: Path(p).name)
         return pd.DataFrame(
-            {"filepath": df["filepath"].to_numpy(), "image_name": names.to_numpy(),
-             "label": df["label"].to_numpy(), "classname": df["label_name"].to_numpy()}
+            {
+                "filepath": df["filepath"].to_numpy(),
+                "image_name": names.to_numpy(),
+                "label": df["label"].to_numpy(),
+                "classname": df["label_name"].to_numpy(),
+            }
         )
     raise ValueError(f"unknown DisCL layout {layout!r}; use 'iwildcam' or 'imagenet_lt'")
 
@@ -317,6 +327,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) ->
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     """Return `df` as a Markdown table, floats formatted with `floatfmt` (no tabulate needed)."""
+
     def cell(v) -> str:
         return floatfmt.format(v) if isinstance(v, float) else str(v)
 

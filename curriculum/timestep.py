@@ -12,11 +12,12 @@ Training draws a timestep t per example. A *curriculum* restricts which t are dr
 Sampling (generation) always runs the full chain; only training sees the curriculum. Everything here is a
 pure function of (epoch, progress, generator), so resuming a run is restoring the step.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -66,9 +67,7 @@ class StageSchedule:
     def __post_init__(self) -> None:
         stage_ranges(self.starts)
         if len(self.epochs) != len(self.starts):
-            raise ValueError(
-                f"--stage_epochs has {len(self.epochs)} entries but --stage_starts has {len(self.starts)}"
-            )
+            raise ValueError(f"--stage_epochs has {len(self.epochs)} entries but --stage_starts has {len(self.starts)}")
         if any(int(e) < 1 for e in self.epochs):
             raise ValueError(f"--stage_epochs must all be >= 1, got {list(self.epochs)}")
 
@@ -119,8 +118,9 @@ class TimestepSampler:
 
     name = "base"
 
-    def sample(self, n: int, num_train_timesteps: int, *, epoch: int, progress: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, num_train_timesteps: int, *, epoch: int, progress: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Return n timesteps for an example batch drawn at (`epoch`, `progress`)."""
         raise NotImplementedError
 

@@ -19,6 +19,7 @@ Because Neff is monotone in T, the temperature for a target is found by bisectio
 cached per target) or, for a call per training step, read off a monotone interpolant of Neff(log T) that
 is tabulated once per distance vector (`TemperatureTable.interpolate`, O(1)).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -127,8 +128,15 @@ class TemperatureTable:
     `min_target`). Other targets raise ValueError.
     """
 
-    def __init__(self, d, mode: str = "prototypes_first", min_target: float | None = None, max_step: float = 0.02,
-                 lin_tol: float = 1e-4, max_points: int = 400):
+    def __init__(
+        self,
+        d,
+        mode: str = "prototypes_first",
+        min_target: float | None = None,
+        max_step: float = 0.02,
+        lin_tol: float = 1e-4,
+        max_points: int = 400,
+    ):
         d = _as_distances(d)
         self.mode = canonical_mode(mode)
         s = MODES.get(self.mode).sign * d
@@ -288,8 +296,9 @@ def temperature_for(d, target: float, mode: str = "prototypes_first", tol: float
     return temperature_table(d, mode).solve(target, tol)
 
 
-def warmup_target(iteration: float, warmup_iterations: float, initial: float, final: float,
-                  ramp: str = "linear") -> float:
+def warmup_target(
+    iteration: float, warmup_iterations: float, initial: float, final: float, ramp: str = "linear"
+) -> float:
     """Return the target effective size at `iteration`: initial -> final along the ramp ('linear', 'cosine')."""
     if ramp not in ("linear", "cosine"):
         raise ValueError(f"ramp must be 'linear' or 'cosine', got {ramp!r}")

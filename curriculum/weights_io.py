@@ -1,9 +1,10 @@
 """Loading model weights without unpickling objects, shared by mining (a classifier scorer) and training."""
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -47,8 +48,13 @@ def head_num_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> 
     return None
 
 
-def create_timm_classifier(arch: str, num_classes: int | None, weights: str | None = None, img_size: int | None = None,
-                           allow_new_head: bool = False) -> tuple[torch.nn.Module, Callable, Callable]:
+def create_timm_classifier(
+    arch: str,
+    num_classes: int | None,
+    weights: str | None = None,
+    img_size: int | None = None,
+    allow_new_head: bool = False,
+) -> tuple[torch.nn.Module, Callable, Callable]:
     """Return (timm `arch` with `num_classes` outputs, its train transform, its eval transform).
 
     `weights` (optional) is loaded with `read_state_dict`. `num_classes` None takes the class count from the
@@ -67,8 +73,10 @@ def create_timm_classifier(arch: str, num_classes: int | None, weights: str | No
         file_classes = head_num_classes(state, model)
         if num_classes is None:
             if file_classes is None:
-                raise ValueError(f"{weights}: has no classifier head for {arch} ({_head_prefixes(model)[0]}weight), "
-                                 "so the number of classes must be given")
+                raise ValueError(
+                    f"{weights}: has no classifier head for {arch} ({_head_prefixes(model)[0]}weight), "
+                    "so the number of classes must be given"
+                )
             model.reset_classifier(file_classes)
         prefixes = _head_prefixes(model)
         own = model.state_dict()
@@ -78,11 +86,15 @@ def create_timm_classifier(arch: str, num_classes: int | None, weights: str | No
             if not allow_new_head:
                 raise ValueError(msg + " (pass the weights trained on this label set)")
             log.warning("%s; the head is re-initialised at random (fine-tuning to new classes)", msg)
-            state = {k: v for k, v in state.items() if not (k.startswith(prefixes) and k in own and v.shape != own[k].shape)}
+            state = {
+                k: v for k, v in state.items() if not (k.startswith(prefixes) and k in own and v.shape != own[k].shape)
+            }
         missing, unexpected = model.load_state_dict(state, strict=False)
         body_missing = [k for k in missing if not k.startswith(prefixes)]
         if unexpected or body_missing:
-            raise ValueError(f"{weights}: does not fit {arch} (missing {body_missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"{weights}: does not fit {arch} (missing {body_missing[:5]}, unexpected {unexpected[:5]})"
+            )
     cfg = resolve_data_config({}, model=model)
     if img_size:
         cfg["input_size"] = (3, img_size, img_size)

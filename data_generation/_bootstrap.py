@@ -1,4 +1,5 @@
 """Lets `python data_generation/<script>.py` work from a checkout that was not `pip install -e`'d."""
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ it: clip_scores.parquet (manifest + clip_img_sim, clip_txt_sim, keep, score_stat
 (the kept rows), clip_summary.csv, clip_failures.csv, clip_score_distributions.png, clip_spectrum_grid.png.
 Embeddings are cached under {syn_path}/clip_cache, so a rerun with a new threshold embeds nothing again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,39 +21,64 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import TableError
-from data_generation.inspect_scores import format_summary
-from data_generation.scorers import DEFAULT_MODELS, SCORERS, ScorerLoadError
-from data_generation.scoring import DEFAULT_THRESHOLD, ScoringConfig, score_spectrum, summarize
-from data_generation.spectrum_index import SpectrumError
+from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
+from data_generation.scoring.index import SpectrumError
+from data_generation.scoring.report import format_summary
+from data_generation.scoring.score import DEFAULT_THRESHOLD, ScoringConfig, score_spectrum, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of comp_clip_scores.py."""
-    p = argparse.ArgumentParser(prog="comp_clip_scores.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="comp_clip_scores.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     io = p.add_argument_group("input / output (DisCL's flags first)")
     io.add_argument("--syn_path", required=True, help="the generation output folder")
-    io.add_argument("--real_path", default=None,
-                    help="root of the real images (the manifest's filepath is relative to it; default: the data_root "
-                         "recorded in the manifest, else the current directory)")
-    io.add_argument("--manifest", default=None, help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)")
+    io.add_argument(
+        "--real_path",
+        default=None,
+        help="root of the real images (the manifest's filepath is relative to it; default: the data_root "
+        "recorded in the manifest, else the current directory)",
+    )
+    io.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)",
+    )
     io.add_argument("--walk", action="store_true", help="ignore any manifest and walk DisCL's folder layout")
     io.add_argument("--data_csv", default=None, help="sample table: labels and real filepaths for a folder walk")
-    io.add_argument("--prompt_template", default=None,
-                    help="prompt for a folder walk: 'iwildcam' (a photo of {name} in the wild), 'imagenet_lt'/'default' "
-                         "(a photo of a {name}.) or a literal with {name}; default from the --data_csv layout")
-    io.add_argument("--class_names", default=None, help="class-name map CSV for walk prompts (label,classname or y,...,english)")
+    io.add_argument(
+        "--prompt_template",
+        default=None,
+        help="prompt for a folder walk: 'iwildcam' (a photo of {name} in the wild), 'imagenet_lt'/'default' "
+        "(a photo of a {name}.) or a literal with {name}; default from the --data_csv layout",
+    )
+    io.add_argument(
+        "--class_names", default=None, help="class-name map CSV for walk prompts (label,classname or y,...,english)"
+    )
     io.add_argument("--output_dir", default=None, help="where outputs go (default: --syn_path)")
     f = p.add_argument_group("filter")
-    f.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"keep clip_txt_sim >= this (default {DEFAULT_THRESHOLD}, DisCL iWildCam; 0.30 for ImageNet-LT)")
+    f.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"keep clip_txt_sim >= this (default {DEFAULT_THRESHOLD}, DisCL iWildCam; 0.30 for ImageNet-LT)",
+    )
     f.add_argument("--img_threshold", type=float, default=None, help="also require clip_img_sim >= this (default: off)")
     m = p.add_argument_group("model")
     m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
-    m.add_argument("--clip_model", default=None,
-                   help=f"hub id / open_clip name / local folder (default {DEFAULT_MODELS['transformers']} for transformers, "
-                        f"{DEFAULT_MODELS['open_clip']} for open_clip)")
-    m.add_argument("--clip_pretrained", default=None,
-                   help="open_clip only: pretrained tag (default openai for ViT-B-32), a local .safetensors/.bin, or 'none' (random)")
+    m.add_argument(
+        "--clip_model",
+        default=None,
+        help=f"hub id / open_clip name / local folder (default {DEFAULT_MODELS['transformers']} for transformers, "
+        f"{DEFAULT_MODELS['open_clip']} for open_clip)",
+    )
+    m.add_argument(
+        "--clip_pretrained",
+        default=None,
+        help="open_clip only: pretrained tag (default openai for ViT-B-32), a local .safetensors/.bin, "
+        "or 'none' (random)",
+    )
     m.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     m.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
     r = p.add_argument_group("run")
@@ -72,12 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = ScoringConfig(
-        syn_path=args.syn_path, real_path=args.real_path, threshold=args.threshold, img_threshold=args.img_threshold,
-        clip_backend=args.clip_backend, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, manifest=args.manifest, walk=args.walk,
-        data_csv=args.data_csv, prompt_template=args.prompt_template, class_names=args.class_names,
-        output_dir=args.output_dir, cache_dir=args.cache_dir, no_cache=args.no_cache, num_workers=args.num_workers,
-        plots=not args.no_plots, grid_samples=args.grid_samples, progress=not args.no_progress,
+        syn_path=args.syn_path,
+        real_path=args.real_path,
+        threshold=args.threshold,
+        img_threshold=args.img_threshold,
+        clip_backend=args.clip_backend,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        manifest=args.manifest,
+        walk=args.walk,
+        data_csv=args.data_csv,
+        prompt_template=args.prompt_template,
+        class_names=args.class_names,
+        output_dir=args.output_dir,
+        cache_dir=args.cache_dir,
+        no_cache=args.no_cache,
+        num_workers=args.num_workers,
+        plots=not args.no_plots,
+        grid_samples=args.grid_samples,
+        progress=not args.no_progress,
     )
     try:
         result = score_spectrum(cfg)

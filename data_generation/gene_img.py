@@ -6,6 +6,7 @@
 Images go to {output_path}/{class}/Strength{100s}_guidance{10g}_seed{seed}/{img}.jpg with a Parquet manifest
 per shard; a rerun resumes. See README.md for every flag.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,38 +18,71 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from data_generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
-from data_generation.generators import GENERATORS, ModelLoadError  # noqa: E402
-from data_generation.merge import merge_manifests  # noqa: E402
-from data_generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
+from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
+from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
+from data_generation.generation.merge import merge_manifests  # noqa: E402
+from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of gene_img.py."""
-    p = argparse.ArgumentParser(prog="gene_img.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gene_img.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     io = p.add_argument_group("input / output (DisCL's flags)")
-    io.add_argument("--data_csv", required=True, help="hard-sample table: CSV/Parquet, canonical or either DisCL layout")
+    io.add_argument(
+        "--data_csv", required=True, help="hard-sample table: CSV/Parquet, canonical or either DisCL layout"
+    )
     io.add_argument("--output_path", required=True, help="output folder (DisCL layout + manifests)")
     io.add_argument("--data_root", default=None, help="root for relative filepaths (default: current directory)")
     io.add_argument("--part", type=int, default=1, help="1-based shard index (default 1)")
     io.add_argument("--total_parts", type=int, default=1, help="number of shards of the image list (default 1)")
     m = p.add_argument_group("model")
-    m.add_argument("--model_id", default=DEFAULT_MODEL_ID, help=f"hub id or local pipeline folder (default {DEFAULT_MODEL_ID})")
-    m.add_argument("--generator", default=None, choices=GENERATORS.names(), help="backend (default: from the folder's model_index.json)")
+    m.add_argument(
+        "--model_id", default=DEFAULT_MODEL_ID, help=f"hub id or local pipeline folder (default {DEFAULT_MODEL_ID})"
+    )
+    m.add_argument(
+        "--generator",
+        default=None,
+        choices=GENERATORS.names(),
+        help="backend (default: from the folder's model_index.json)",
+    )
     m.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
     m.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     g = p.add_argument_group("spectrum")
-    g.add_argument("--strengths", type=float, nargs="+", default=list(DEFAULT_STRENGTHS), help="img2img strengths (image guidance = 1 - strength)")
-    g.add_argument("--text_guidance", type=float, nargs="+", default=list(DEFAULT_TEXT_GUIDANCE), help="classifier-free guidance scales (default 10)")
-    g.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds (default 10 20 30 40 42 50 60 70)")
+    g.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_STRENGTHS),
+        help="img2img strengths (image guidance = 1 - strength)",
+    )
+    g.add_argument(
+        "--text_guidance",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_TEXT_GUIDANCE),
+        help="classifier-free guidance scales (default 10)",
+    )
+    g.add_argument(
+        "--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds (default 10 20 30 40 42 50 60 70)"
+    )
     g.add_argument("--steps", type=int, default=50, help="denoising steps of the full schedule (default 50)")
     g.add_argument("--width", type=int, default=None, help="output width (default: keep the source aspect)")
     g.add_argument("--height", type=int, default=None, help="output height (DisCL used 480x270 for iWildCam)")
     g.add_argument("--max_side", type=int, default=1024, help="longest side when neither --width nor --height is given")
     pr = p.add_argument_group("prompts")
-    pr.add_argument("--prompt_template", default=None, help="default 'a photo of {name} in the wild' (iWildCam), 'a photo of a {name}.' otherwise")
-    pr.add_argument("--class_names", default=None, help="class-name map CSV (label,classname or iWildCam's y,...,english)")
-    pr.add_argument("--prompt_json", default=None, help="JSON {class name: [prompt, ...]}; one is chosen per (image, seed)")
+    pr.add_argument(
+        "--prompt_template",
+        default=None,
+        help="default 'a photo of {name} in the wild' (iWildCam), 'a photo of a {name}.' otherwise",
+    )
+    pr.add_argument(
+        "--class_names", default=None, help="class-name map CSV (label,classname or iWildCam's y,...,english)"
+    )
+    pr.add_argument(
+        "--prompt_json", default=None, help="JSON {class name: [prompt, ...]}; one is chosen per (image, seed)"
+    )
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
@@ -62,12 +96,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = GenerationConfig(
-        data_csv=args.data_csv, output_path=args.output_path, data_root=args.data_root, part=args.part,
-        total_parts=args.total_parts, model_id=args.model_id, generator=args.generator, strengths=args.strengths,
-        text_guidance=args.text_guidance, seeds=args.seeds, steps=args.steps, width=args.width, height=args.height,
-        max_side=args.max_side, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-        prompt_template=args.prompt_template, class_names=args.class_names, prompt_json=args.prompt_json,
-        strict=args.strict, progress=not args.no_progress,
+        data_csv=args.data_csv,
+        output_path=args.output_path,
+        data_root=args.data_root,
+        part=args.part,
+        total_parts=args.total_parts,
+        model_id=args.model_id,
+        generator=args.generator,
+        strengths=args.strengths,
+        text_guidance=args.text_guidance,
+        seeds=args.seeds,
+        steps=args.steps,
+        width=args.width,
+        height=args.height,
+        max_side=args.max_side,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        prompt_template=args.prompt_template,
+        class_names=args.class_names,
+        prompt_json=args.prompt_json,
+        strict=args.strict,
+        progress=not args.no_progress,
     )
     try:
         summary = run_generation(cfg)

@@ -9,6 +9,7 @@ are skipped; an answer with too few or too short descriptions is asked again, th
 needs the key in $OPENAI_API_KEY (or the variable --api_key_env names): without it the command stops at once
 (exit 2). A server at another --api_base (a local OpenAI-compatible server) may need no key.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,22 +22,36 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_sample_table  # noqa: E402
-from data_generation.prompts import LANGUAGE_MODELS, EndpointRefusedKey, MissingAPIKey, generate_prompt_file  # noqa: E402
+from data_generation.prompting.text_prompts import (
+    LANGUAGE_MODELS,
+    EndpointRefusedKey,
+    MissingAPIKey,
+    generate_prompt_file,
+)  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Generate the prompt JSON; return 0, 1 if some class got no valid prompts, 2 if the backend cannot start
     (e.g. no API key for OpenAI's endpoint)."""
-    p = argparse.ArgumentParser(prog="get_text_prompt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="get_text_prompt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data_csv", required=True, help="sample table whose classes need prompts (any accepted layout)")
     p.add_argument("--prompt_json", required=True, help="output JSON (resumed if it exists)")
     p.add_argument("--class_names", default=None, help="class-name map CSV; default: the table's label names")
     p.add_argument("--backend", default="openai", choices=LANGUAGE_MODELS.names())
     p.add_argument("--model", default=None, help="chat model name (openai) or hub id/folder (transformers)")
-    p.add_argument("--api_base", default=None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL or OpenAI's); "
-                   "a server other than OpenAI's may need no key")
-    p.add_argument("--api_key_env", default="OPENAI_API_KEY",
-                   help="environment variable holding the API key (required for OpenAI's endpoint; default OPENAI_API_KEY)")
+    p.add_argument(
+        "--api_base",
+        default=None,
+        help="OpenAI-compatible base URL (default $OPENAI_BASE_URL or OpenAI's); "
+        "a server other than OpenAI's may need no key",
+    )
+    p.add_argument(
+        "--api_key_env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (required for OpenAI's endpoint; default OPENAI_API_KEY)",
+    )
     p.add_argument("--n_prompts", type=int, default=10, help="descriptions per class (default 10)")
     p.add_argument("--min_words", type=int, default=15, help="minimum words per description (default 15)")
     p.add_argument("--hint", default="", help="context for the model, e.g. 'camera-trap photos'")
@@ -59,13 +74,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"get_text_prompt: error: {err}", file=sys.stderr)
         return 2
     try:
-        run = generate_prompt_file(names, args.prompt_json, ask, n=args.n_prompts, min_words=args.min_words,
-                                   hint=args.hint, max_tries=args.max_tries)
+        run = generate_prompt_file(
+            names,
+            args.prompt_json,
+            ask,
+            n=args.n_prompts,
+            min_words=args.min_words,
+            hint=args.hint,
+            max_tries=args.max_tries,
+        )
     except EndpointRefusedKey as err:
-        print(f"get_text_prompt: error: {err}; classes finished before it are saved in {args.prompt_json}",
-              file=sys.stderr)
+        print(
+            f"get_text_prompt: error: {err}; classes finished before it are saved in {args.prompt_json}",
+            file=sys.stderr,
+        )
         return 2
-    print(f"prompts: {run.written} classes written, {run.skipped_done} already done, {len(run.failed)} failed -> {args.prompt_json}")
+    print(
+        f"prompts: {run.written} classes written, {run.skipped_done} already done, {len(run.failed)} failed"
+        f" -> {args.prompt_json}"
+    )
     for name, why in run.failed.items():
         print(f"  failed: {name}: {why}", file=sys.stderr)
     return 1 if run.failed else 0

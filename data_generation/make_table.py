@@ -1,7 +1,8 @@
 """make_table.py: write a dataset's sample table (every split) to CSV/Parquet, the file Phase 2 reads.
 
-    python data_generation/make_table.py --dataset iwildcam --data data/ --out iwildcam.parquet
+python data_generation/make_table.py --dataset iwildcam --data data/ --out iwildcam.parquet
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,14 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import write_csv, write_parquet  # noqa: E402
-from data_generation.datasets import DATASETS  # noqa: E402
+from data_generation.mining.datasets import DATASETS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the table; return the exit code."""
-    p = argparse.ArgumentParser(prog="make_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="make_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", required=True, choices=DATASETS.names())
     p.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     p.add_argument("--data_root", default=None)

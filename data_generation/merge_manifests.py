@@ -1,7 +1,8 @@
 """merge_manifests.py: merge the shard manifests of a generation folder into manifest.parquet.
 
-    python data_generation/merge_manifests.py --output_path runs/syn
+python data_generation/merge_manifests.py --output_path runs/syn
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,14 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from data_generation.merge import merge_manifests  # noqa: E402
+from data_generation.generation.merge import merge_manifests  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Merge the manifests; return the exit code (1 if shards are missing and --strict)."""
-    p = argparse.ArgumentParser(prog="merge_manifests.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="merge_manifests.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--output_path", required=True, help="the generation output folder")
     p.add_argument("--strict", action="store_true", help="exit 1 if a shard of some layout is missing")
     args = p.parse_args(argv)

@@ -8,6 +8,7 @@ iWildCam hard-sample CSV (a real camera-trap photo of a cheetah), 10 strengths x
 iWildCam common-name map, shard manifest merged. Offline, about a minute on 2 idle CPU cores. The images are
 noise-like: the weights are random. The point is the whole pipeline, files and formats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from data_generation import gene_img
-from data_generation.tiny_models import save_tiny_pipeline
+from data_generation.model_builders.tiny import save_tiny_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,14 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     if not (model / "model_index.json").is_file():
         print(f"building a tiny SDXL-refiner-form pipeline in {model}")
         save_tiny_pipeline("sdxl-refiner", model)
-    code = gene_img.main([
-        "--data_csv", str(REPO / "assets" / "sample_iwildcam.csv"), "--data_root", str(REPO),
-        "--class_names", str(REPO / "assets" / "iwildcam_class_names.csv"),
-        "--output_path", str(out / "synthetic"), "--model_id", str(model),
-        "--steps", str(args.steps), "--max_side", str(args.max_side), "--merge",
-    ])
-    print(f"quickstart finished in {time.perf_counter() - t0:.1f}s: images under {out / 'synthetic'}, "
-          f"manifest {out / 'synthetic' / 'manifest.parquet'}")
+    code = gene_img.main(
+        [
+            "--data_csv",
+            str(REPO / "assets" / "sample_iwildcam.csv"),
+            "--data_root",
+            str(REPO),
+            "--class_names",
+            str(REPO / "assets" / "iwildcam_class_names.csv"),
+            "--output_path",
+            str(out / "synthetic"),
+            "--model_id",
+            str(model),
+            "--steps",
+            str(args.steps),
+            "--max_side",
+            str(args.max_side),
+            "--merge",
+        ]
+    )
+    print(
+        f"quickstart finished in {time.perf_counter() - t0:.1f}s: images under {out / 'synthetic'}, "
+        f"manifest {out / 'synthetic' / 'manifest.parquet'}"
+    )
     return code
 
 

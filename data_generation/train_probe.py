@@ -8,6 +8,7 @@ The folder it writes is what `--clip_backend probe --clip_model DIR` loads: imag
 cosine of the probe's features, image-text similarity its probability of the prompt's class (so
 `--threshold` is a probability). See data_generation/scorers/probe.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,13 +19,14 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from data_generation.scorers.probe import train_probe  # noqa: E402
+from data_generation.scoring.backends.probe import train_probe  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train a probe from a sample table and save it; return the exit code."""
-    p = argparse.ArgumentParser(prog="train_probe.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="train_probe.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", required=True, help="sample table (CSV/Parquet)")
     p.add_argument("--split", default=None, help="train on the rows of this split only (e.g. pool)")
     p.add_argument("--data_root", default=None, help="root of relative filepaths (default: the table's folder)")
@@ -38,8 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
     try:
-        s = train_probe(a.data, a.out, a.split, a.data_root, a.arch, a.img_size, a.epochs, a.batch_size, a.lr,
-                        seed=a.seed, progress=not a.no_progress)
+        s = train_probe(
+            a.data,
+            a.out,
+            a.split,
+            a.data_root,
+            a.arch,
+            a.img_size,
+            a.epochs,
+            a.batch_size,
+            a.lr,
+            seed=a.seed,
+            progress=not a.no_progress,
+        )
     except (ValueError, OSError, KeyError) as err:
         print(f"train_probe: error: {err}", file=sys.stderr)
         return 2

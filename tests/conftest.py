@@ -1,4 +1,5 @@
 """Offline fixtures: tiny real components built from configs and saved/loaded through from_pretrained."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ SAMPLE_PHOTO = REPO / "data_generation" / "iWildCam" / "sample_imgs" / "8b5d271c
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory) -> Path:
     """A tiny SD img2img pipeline saved with save_pretrained (loaded back by the code under test)."""
-    from data_generation.tiny_models import save_tiny_pipeline
+    from data_generation.model_builders.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline("sd-img2img", tmp_path_factory.mktemp("models") / "tiny-sd")
 
@@ -30,7 +31,7 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory) -> Path:
     """A tiny SDXL-refiner-form img2img pipeline saved with save_pretrained."""
-    from data_generation.tiny_models import save_tiny_pipeline
+    from data_generation.model_builders.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline("sdxl-refiner", tmp_path_factory.mktemp("models") / "tiny-sdxl-refiner")
 

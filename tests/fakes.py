@@ -1,4 +1,5 @@
 """Tiny fake datasets on disk: a WILDS iWildCam v2.0 tree, ImageNet-LT list files and an image folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,16 @@ def make_fake_iwildcam(root: Path, per_split: dict[str, int] | None = None, n_cl
             y = k % n_classes
             name = f"{split}_{k:04d}.jpg"
             _img(d / "train" / name, rng, color=[(200, 60, 60), (60, 200, 60), (60, 60, 200)][y % 3])
-            rows.append({"split": split, "filename": name, "y": y, "location_remapped": i % 2, "sequence_remapped": i,
-                         "datetime": f"2013-06-{(i % 28) + 1:02d} 12:00:00.000"})
+            rows.append(
+                {
+                    "split": split,
+                    "filename": name,
+                    "y": y,
+                    "location_remapped": i % 2,
+                    "sequence_remapped": i,
+                    "datetime": f"2013-06-{(i % 28) + 1:02d} 12:00:00.000",
+                }
+            )
             i += 1
     pd.DataFrame(rows).to_csv(d / "metadata.csv", index=False)
     return root
@@ -80,8 +89,9 @@ def register_tiny_open_clip(folder: Path, name: str = "tiny-clip-test") -> str:
     return name
 
 
-def make_synthetic_manifest(out: Path, table: pd.DataFrame, strengths=(0.5, 0.3, 0.1), seeds=(1, 2), seed: int = 0,
-                            keep_every: int = 1) -> Path:
+def make_synthetic_manifest(
+    out: Path, table: pd.DataFrame, strengths=(0.5, 0.3, 0.1), seeds=(1, 2), seed: int = 0, keep_every: int = 1
+) -> Path:
     """Write perturbed copies of the table's images in gene_img's layout plus a scored manifest; return it."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -93,19 +103,36 @@ def make_synthetic_manifest(out: Path, table: pd.DataFrame, strengths=(0.5, 0.3,
                 noisy = (1 - s) * src + s * rng.integers(0, 255, src.shape)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(out / rel)
-                rows.append({"synthetic_id": f"{r.sample_id}/Strength{int(round(100 * s))}_guidance100_seed{sd}",
-                             "sample_id": r.sample_id, "label": int(r.label), "label_name": r.label_name,
-                             "prompt": f"a photo of {r.label_name}.", "strength": s, "image_guidance": 1 - s,
-                             "text_guidance": 10.0, "seed": sd, "model_id": "fake", "steps": 10, "width": src.shape[1],
-                             "height": src.shape[0], "path": rel, "filepath": r.filepath,
-                             "clip_img_sim": 0.9, "clip_txt_sim": 0.3, "keep": len(rows) % keep_every == 0})
+                rows.append(
+                    {
+                        "synthetic_id": f"{r.sample_id}/Strength{int(round(100 * s))}_guidance100_seed{sd}",
+                        "sample_id": r.sample_id,
+                        "label": int(r.label),
+                        "label_name": r.label_name,
+                        "prompt": f"a photo of {r.label_name}.",
+                        "strength": s,
+                        "image_guidance": 1 - s,
+                        "text_guidance": 10.0,
+                        "seed": sd,
+                        "model_id": "fake",
+                        "steps": 10,
+                        "width": src.shape[1],
+                        "height": src.shape[0],
+                        "path": rel,
+                        "filepath": r.filepath,
+                        "clip_img_sim": 0.9,
+                        "clip_txt_sim": 0.3,
+                        "keep": len(rows) % keep_every == 0,
+                    }
+                )
     path = out / "scores.parquet"
     pd.DataFrame(rows).to_parquet(path)
     return path
 
 
-def save_fitted_classifier(table: pd.DataFrame, path: Path, arch: str = "test_resnet", n_classes: int | None = None,
-                           seed: int = 0) -> Path:
+def save_fitted_classifier(
+    table: pd.DataFrame, path: Path, arch: str = "test_resnet", n_classes: int | None = None, seed: int = 0
+) -> Path:
     """Save (safetensors) a tiny timm classifier whose head is fitted to predict every `table` label; return path.
 
     The body is random; the linear head is the least-squares fit (pseudo-inverse) of one-hot targets on the
@@ -116,7 +143,7 @@ def save_fitted_classifier(table: pd.DataFrame, path: Path, arch: str = "test_re
     from safetensors.torch import save_file
 
     from curriculum.weights_io import create_timm_classifier
-    from data_generation.difficulty import SampleImages
+    from data_generation.mining.difficulty import SampleImages
 
     torch.manual_seed(seed)
     labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)

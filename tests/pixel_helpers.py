@@ -1,15 +1,25 @@
 """Tiny real pixel-space diffusion components for the tests (built from configs, 16 px, a few steps)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from training.diffusion_trainer import DiffusionTrainConfig, train_diffusion
-from training.pixel_data import PixelDataset, load_pixel_dataset, write_digits
+from training.diffusion.data import PixelDataset, load_pixel_dataset, write_digits
+from training.diffusion.trainer import DiffusionTrainConfig, train_diffusion
 
-TINY = dict(image_size=16, block_out_channels=(16, 32), norm_num_groups=8, batch_size=16, learning_rate=2e-3,
-            sample_steps=5, samples_per_class=2, progress=False, device="cpu")
+TINY = dict(
+    image_size=16,
+    block_out_channels=(16, 32),
+    norm_num_groups=8,
+    batch_size=16,
+    learning_rate=2e-3,
+    sample_steps=5,
+    samples_per_class=2,
+    progress=False,
+    device="cpu",
+)
 
 
 def digits_subset(root: Path, n: int = 64) -> tuple[Path, PixelDataset]:
@@ -25,7 +35,7 @@ def digits_in_memory(n: int = 64) -> PixelDataset:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from training.pixel_data import DIGIT_NAMES
+    from training.diffusion.data import DIGIT_NAMES
 
     d = load_digits()
     arrs = []
@@ -33,8 +43,12 @@ def digits_in_memory(n: int = 64) -> PixelDataset:
         gray = Image.fromarray(np.clip(img * 255 / 16, 0, 255).astype(np.uint8), mode="L")
         arrs.append(np.asarray(gray.resize((16, 16), Image.BICUBIC).convert("RGB"), dtype=np.float32) / 127.5 - 1)
     images = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
-    return PixelDataset(images, torch.as_tensor(d.target[:n], dtype=torch.long), dict(enumerate(DIGIT_NAMES)),
-                        [f"digit_{i:04d}" for i in range(n)])
+    return PixelDataset(
+        images,
+        torch.as_tensor(d.target[:n], dtype=torch.long),
+        dict(enumerate(DIGIT_NAMES)),
+        [f"digit_{i:04d}" for i in range(n)],
+    )
 
 
 def tiny_config(out: Path, **kw) -> DiffusionTrainConfig:

@@ -2,6 +2,7 @@
 
 Imported by the scoring test modules (kept out of conftest.py so parallel branches do not collide there).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -21,7 +22,7 @@ SEEDS = (1, 2)
 @pytest.fixture(scope="session")
 def tiny_hf_clip_dir(tmp_path_factory) -> Path:
     """A tiny transformers CLIPModel + CLIPProcessor saved with save_pretrained."""
-    from data_generation.tiny_clip import save_tiny_hf_clip
+    from data_generation.model_builders.tiny_clip import save_tiny_hf_clip
 
     return save_tiny_hf_clip(tmp_path_factory.mktemp("clip") / "tiny-hf-clip")
 
@@ -29,7 +30,7 @@ def tiny_hf_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_open_clip_dir(tmp_path_factory) -> Path:
     """A tiny open_clip CLIP in open_clip's local-dir layout (config JSON + safetensors weights)."""
-    from data_generation.tiny_clip import save_tiny_open_clip
+    from data_generation.model_builders.tiny_clip import save_tiny_open_clip
 
     return save_tiny_open_clip(tmp_path_factory.mktemp("clip") / "tiny-open-clip")
 
@@ -46,8 +47,8 @@ def generated_spectrum(tmp_path_factory, tiny_sd_dir) -> dict:
 
     Returns {'root', 'data', 'syn', 'csv', 'strengths', 'seeds'}; tests copy it before changing anything.
     """
-    from data_generation.generate import GenerationConfig, run_generation
-    from data_generation.merge import merge_manifests
+    from data_generation.generation.generate import GenerationConfig, run_generation
+    from data_generation.generation.merge import merge_manifests
 
     root = tmp_path_factory.mktemp("spectrum")
     data = root / "data"
@@ -56,15 +57,30 @@ def generated_spectrum(tmp_path_factory, tiny_sd_dir) -> dict:
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(data / "imgs" / "zebra01.jpg")
     csv = root / "hard.csv"
-    pd.DataFrame({
-        "sample_id": ["cheetah01", "zebra01"], "filepath": ["imgs/cheetah01.jpg", "imgs/zebra01.jpg"],
-        "label": [3, 7], "label_name": ["cheetah", "zebra"],
-    }).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            "sample_id": ["cheetah01", "zebra01"],
+            "filepath": ["imgs/cheetah01.jpg", "imgs/zebra01.jpg"],
+            "label": [3, 7],
+            "label_name": ["cheetah", "zebra"],
+        }
+    ).to_csv(csv, index=False)
     syn = root / "syn"
-    summary = run_generation(GenerationConfig(
-        data_csv=str(csv), output_path=str(syn), data_root=str(data), model_id=str(tiny_sd_dir),
-        strengths=STRENGTHS, seeds=SEEDS, steps=4, width=48, height=32, batch_size=4, progress=False,
-    ))
+    summary = run_generation(
+        GenerationConfig(
+            data_csv=str(csv),
+            output_path=str(syn),
+            data_root=str(data),
+            model_id=str(tiny_sd_dir),
+            strengths=STRENGTHS,
+            seeds=SEEDS,
+            steps=4,
+            width=48,
+            height=32,
+            batch_size=4,
+            progress=False,
+        )
+    )
     assert summary.generated == 12 and summary.failed == 0
     merge_manifests(syn)
     return {"root": root, "data": data, "syn": syn, "csv": csv, "strengths": STRENGTHS, "seeds": SEEDS}
@@ -75,5 +91,11 @@ def spectrum_copy(generated_spectrum, tmp_path) -> dict:
     """A private copy of the generated spectrum (data, syn folder, CSV) that a test may damage."""
     dst = tmp_path / "copy"
     shutil.copytree(generated_spectrum["root"], dst)
-    return {"root": dst, "data": dst / "data", "syn": dst / "syn", "csv": dst / "hard.csv",
-            "strengths": STRENGTHS, "seeds": SEEDS}
+    return {
+        "root": dst,
+        "data": dst / "data",
+        "syn": dst / "syn",
+        "csv": dst / "hard.csv",
+        "strengths": STRENGTHS,
+        "seeds": SEEDS,
+    }

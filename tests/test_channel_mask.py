@@ -1,10 +1,11 @@
 """CS masks: masked bottleneck channels are gated off and their parameters stay bit-identical under AdamW."""
+
 from __future__ import annotations
 
 import torch
 
-from training.channel_mask import BottleneckMask, _bottleneck_slices
-from training.diffusion_trainer import DiffusionTrainConfig, build_unet
+from training.diffusion.channel_mask import BottleneckMask, _bottleneck_slices
+from training.diffusion.trainer import DiffusionTrainConfig, build_unet
 
 
 def _unet():
@@ -47,7 +48,13 @@ def test_masked_channels_stay_bit_identical_while_active_ones_train():
     active_before = prod.detach()[active].clone()
     _train(unet, mask)
     after = _masked_slices(unet, mask)
-    assert set(before) >= {"mid.conv2.weight", "mid.conv2.bias", "up0.norm1.weight", "up0.norm1.bias", "up0.conv1.weight"}
+    assert set(before) >= {
+        "mid.conv2.weight",
+        "mid.conv2.bias",
+        "up0.norm1.weight",
+        "up0.norm1.bias",
+        "up0.conv1.weight",
+    }
     for name in before:
         assert torch.equal(before[name], after[name]), name
     assert not torch.equal(active_before, prod.detach()[active])
@@ -132,7 +139,7 @@ def test_mask_to_moves_gate_scores_and_snapshots_and_resumed_state_lands_on_the_
 
 
 def test_reached_sparsity_is_measured_not_read_off_the_mask():
-    from training.channel_mask import bottleneck_zero_fraction
+    from training.diffusion.channel_mask import bottleneck_zero_fraction
 
     unet = _unet()
     x, t, y = _probe()

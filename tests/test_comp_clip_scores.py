@@ -1,4 +1,5 @@
 """comp_clip_scores.py run in-process through main(argv), and once as a script from the checkout."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,16 +12,31 @@ import pandas as pd
 from curriculum.tables import read_parquet_metadata
 from data_generation import comp_clip_scores
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cli_scores_filters_and_reports(spectrum_copy, tiny_open_clip_dir, capsys):
     sp = spectrum_copy
     out = sp["root"] / "scores"
-    argv = ["--syn_path", str(sp["syn"]), "--real_path", str(sp["data"]), "--clip_backend", "open_clip",
-            "--clip_model", str(tiny_open_clip_dir), "--threshold", "0.0", "--img_threshold", "0.5",
-            "--batch_size", "4", "--output_dir", str(out), "--no_progress"]
+    argv = [
+        "--syn_path",
+        str(sp["syn"]),
+        "--real_path",
+        str(sp["data"]),
+        "--clip_backend",
+        "open_clip",
+        "--clip_model",
+        str(tiny_open_clip_dir),
+        "--threshold",
+        "0.0",
+        "--img_threshold",
+        "0.5",
+        "--batch_size",
+        "4",
+        "--output_dir",
+        str(out),
+        "--no_progress",
+    ]
     assert comp_clip_scores.main(argv) == 0
     printed = capsys.readouterr().out
     scores = pd.read_parquet(out / "clip_scores.parquet")
@@ -40,8 +56,17 @@ def test_cli_strict_exits_1_when_an_image_cannot_be_scored(spectrum_copy, tiny_o
     sp = spectrum_copy
     victim = next(sp["syn"].rglob("*.jpg"))
     victim.write_bytes(b"not a jpeg")
-    argv = ["--syn_path", str(sp["syn"]), "--clip_backend", "open_clip", "--clip_model", str(tiny_open_clip_dir),
-            "--no_progress", "--no_plots", "--no_cache"]
+    argv = [
+        "--syn_path",
+        str(sp["syn"]),
+        "--clip_backend",
+        "open_clip",
+        "--clip_model",
+        str(tiny_open_clip_dir),
+        "--no_progress",
+        "--no_plots",
+        "--no_cache",
+    ]
     assert comp_clip_scores.main(argv) == 0  # reported and marked, not fatal
     assert "1 not scorable" in capsys.readouterr().out
     assert comp_clip_scores.main(argv + ["--strict"]) == 1
@@ -51,7 +76,9 @@ def test_cli_strict_exits_1_when_an_image_cannot_be_scored(spectrum_copy, tiny_o
 
 def test_cli_bad_input_exits_2_fast_with_a_message(spectrum_copy, tmp_path, capsys):
     t0 = time.perf_counter()
-    code = comp_clip_scores.main(["--syn_path", str(spectrum_copy["syn"]), "--clip_model", "someone/absent-clip", "--no_progress"])
+    code = comp_clip_scores.main(
+        ["--syn_path", str(spectrum_copy["syn"]), "--clip_model", "someone/absent-clip", "--no_progress"]
+    )
     assert code == 2 and time.perf_counter() - t0 < 10
     assert "someone/absent-clip" in capsys.readouterr().err
     assert comp_clip_scores.main(["--syn_path", str(tmp_path / "nowhere")]) == 2
@@ -62,6 +89,11 @@ def test_cli_bad_input_exits_2_fast_with_a_message(spectrum_copy, tmp_path, caps
 
 
 def test_script_runs_from_a_checkout():
-    res = subprocess.run([sys.executable, "data_generation/comp_clip_scores.py", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "data_generation/comp_clip_scores.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0 and "--img_threshold" in res.stdout and "--syn_path" in res.stdout

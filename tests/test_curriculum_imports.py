@@ -1,4 +1,5 @@
 """curriculum/ is the bottom of the import graph: it imports neither data_generation nor training."""
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,9 @@ def test_no_module_of_curriculum_imports_a_sibling_package():
 
 
 def test_importing_curriculum_loads_no_sibling_package():
-    code = ("import sys, curriculum, curriculum.prototypes, curriculum.samplers, curriculum.state; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('data_generation', 'training')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parent)
+    code = (
+        "import sys, curriculum, curriculum.prototypes, curriculum.samplers, curriculum.state; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('data_generation', 'training')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """The seed library's API (CurriculumLearning & co.) with its defects fixed, on tiny offline models."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ class Blobs(Dataset):
 
 def small_cnn():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.Flatten(),
-                         nn.Linear(4 * 64, 5)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 64, 5)
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,7 @@ def test_effective_size_follows_the_warmup_ramp(fitted):
     assert sizes[2] == pytest.approx(0.3 + 0.5 * (m - 0.3), abs=2e-4)
     cos = CurriculumLearning(None, n_clusters=3, ramp="cosine", warmup_iterations=100)
     cos.fit_features(np.random.default_rng(0).random((90, 4)).astype(np.float32))
-    assert effective_size(cos.get_curriculum_weights(current_iteration=25)) < \
-        fitted.target_effective_size(25) - 0.01
+    assert effective_size(cos.get_curriculum_weights(current_iteration=25)) < fitted.target_effective_size(25) - 0.01
 
 
 def test_per_step_calls_never_rerun_the_bisection(fitted):
@@ -118,8 +119,7 @@ def test_analysis_helpers(fitted):
     assert fitted._compute_temperature(0.5) == fitted.temperature_for_effective_size(0.5, "difficulty")
     tmax = fitted._compute_max_temperature("prototypes_first")
     assert math.isfinite(tmax) and tmax > t
-    assert fitted.effective_dataset_size(d, tmax, "prototypes_first") == pytest.approx(max_effective_size(90),
-                                                                                        abs=2e-4)
+    assert fitted.effective_dataset_size(d, tmax, "prototypes_first") == pytest.approx(max_effective_size(90), abs=2e-4)
     with pytest.raises(ValueError, match="reachable range"):
         fitted._compute_temperature(0.9)
 
@@ -159,20 +159,23 @@ def test_save_load_without_pickle_keyed_by_sample_ids(fitted, tmp_path):
     meta = json.loads(json_path.read_text())
     assert meta["sample_ids"][:2] == ["img000", "img001"] and meta["config"]["optimal_clusters"] == 3
     assert meta["arrays"] == ["assignments", "difficulty", "distances", "labels"]  # no features unless asked
-    loaded = CurriculumLearning(None, warmup_iterations=100).load_weights(tmp_path / "w.safetensors",
-                                                                       sample_ids=fitted.sample_ids_)
+    loaded = CurriculumLearning(None, warmup_iterations=100).load_weights(
+        tmp_path / "w.safetensors", sample_ids=fitted.sample_ids_
+    )
     np.testing.assert_array_equal(loaded.get_difficulty_weights(), fitted.get_difficulty_weights())
     for it in (0, 40, 100):
-        np.testing.assert_allclose(loaded.get_curriculum_weights("prototypes_first", it),
-                                   fitted.get_curriculum_weights("prototypes_first", it))
+        np.testing.assert_allclose(
+            loaded.get_curriculum_weights("prototypes_first", it), fitted.get_curriculum_weights("prototypes_first", it)
+        )
     with pytest.raises(ValueError, match="sample ids differ"):
         CurriculumLearning(None).load_weights(tmp_path / "w", sample_ids=fitted.sample_ids_[::-1])
     fitted.save_weights(tmp_path / "f", include_features=True)
     assert "features" in json.loads((tmp_path / "f.json").read_text())["arrays"]
     # a weights file paired with another run's JSON is refused
     (tmp_path / "f.json").replace(tmp_path / "w.json")
-    other = CurriculumLearning(None, n_clusters=2).fit_features(np.random.default_rng(0).random((90, 3)),
-                                                                 sample_ids=[f"x{i}" for i in range(90)])
+    other = CurriculumLearning(None, n_clusters=2).fit_features(
+        np.random.default_rng(0).random((90, 3)), sample_ids=[f"x{i}" for i in range(90)]
+    )
     other.save_weights(tmp_path / "o")
     (tmp_path / "o.json").replace(tmp_path / "w.json")
     with pytest.raises(ValueError, match="do not belong together"):
@@ -180,8 +183,9 @@ def test_save_load_without_pickle_keyed_by_sample_ids(fitted, tmp_path):
 
 
 def test_sampler_follows_the_curriculum(fitted):
-    sampler = CurriculumSampler(fitted.schedule("prototypes_first"), batch_size=10, num_samples=10 * 50,
-                                refresh_every=10, seed=0)
+    sampler = CurriculumSampler(
+        fitted.schedule("prototypes_first"), batch_size=10, num_samples=10 * 50, refresh_every=10, seed=0
+    )
     idx = np.array(list(sampler)).reshape(50, 10)
     d = fitted.get_difficulty_weights()
     early, late = d[idx[:10]].mean(), d[idx[40:]].mean()
@@ -203,8 +207,9 @@ def test_dino_names_map_to_timm_and_local_weights_load(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), ref(x))
     ds = TensorDataset(torch.randn(12, 3, 32, 32))
-    w, cl = create_curriculum_learning_with_dino(ds, n_clusters=2, weights=tmp_path / "dino.safetensors",
-                                                 model_kwargs=tiny_dino_kwargs())
+    w, cl = create_curriculum_learning_with_dino(
+        ds, n_clusters=2, weights=tmp_path / "dino.safetensors", model_kwargs=tiny_dino_kwargs()
+    )
     assert w.shape == (12,) and cl.features_.shape == (12, 384)
     w2, _ = create_curriculum_learning_with_dino(ds, n_clusters=2, model=ref)
     np.testing.assert_allclose(w, w2, atol=1e-5)
@@ -216,8 +221,9 @@ def test_dino_offline_without_weights_fails_clearly_and_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t = time.perf_counter()
     with pytest.raises(RuntimeError, match="weights="):
-        create_curriculum_learning_with_dino(TensorDataset(torch.randn(4, 3, 32, 32)), n_clusters=2,
-                                             model_kwargs=tiny_dino_kwargs())
+        create_curriculum_learning_with_dino(
+            TensorDataset(torch.randn(4, 3, 32, 32)), n_clusters=2, model_kwargs=tiny_dino_kwargs()
+        )
     assert time.perf_counter() - t < 10
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 

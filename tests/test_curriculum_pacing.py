@@ -1,4 +1,5 @@
 """Pacing functions and pacing schedules (hard subsets and soft temperature sampling)."""
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ def test_monotone_and_within_start_and_one(name, a, b, start):
 def test_shapes_order_as_named():
     t = 0.3
     assert PACING.get("root")(t) > PACING.get("linear")(t) > PACING.get("quadratic")(t)
-    assert PACING.get("polynomial")(t, power=3) == pytest.approx(t ** 3)
+    assert PACING.get("polynomial")(t, power=3) == pytest.approx(t**3)
     assert PACING.get("exponential")(t) < PACING.get("linear")(t) < PACING.get("logarithmic")(t)
     assert PACING.get("exponential")(t, alpha=0.0) == t  # alpha -> 0 is linear
     assert PACING.get("exponential")(t, alpha=1e-9) == pytest.approx(t, abs=1e-6)

@@ -1,4 +1,5 @@
 """k-means backends, k selection, chunked assignment, memmapped float16 features and distance scalings."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """CurriculumSampler: distribution, refresh, DDP slices, resume."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,8 +52,10 @@ def test_ranks_take_disjoint_slices_of_one_global_stream():
     p = np.random.default_rng(0).random(500)
     single = CurriculumSampler(p, batch_size=6, num_samples=60, refresh_every=3, seed=7)
     glob = np.array(list(single)).reshape(10, 6)
-    ranks = [CurriculumSampler(p, batch_size=3, num_samples=30, refresh_every=3, seed=7, num_replicas=2, rank=r)
-             for r in range(2)]
+    ranks = [
+        CurriculumSampler(p, batch_size=3, num_samples=30, refresh_every=3, seed=7, num_replicas=2, rank=r)
+        for r in range(2)
+    ]
     per_rank = [np.array(list(s)).reshape(10, 3) for s in ranks]
     np.testing.assert_array_equal(np.concatenate(per_rank, axis=1), glob)
     assert not np.array_equal(per_rank[0], per_rank[1])
@@ -62,9 +65,12 @@ def test_ranks_take_disjoint_slices_of_one_global_stream():
 
 def test_resume_continues_the_same_curriculum(tmp_path):
     d = np.random.default_rng(1).random(400)
+
     def make():
-        return CurriculumSampler(SoftPacingSchedule(d, final_iteration=40, start=0.2), batch_size=8,
-                                 num_samples=80, refresh_every=5, seed=3)
+        return CurriculumSampler(
+            SoftPacingSchedule(d, final_iteration=40, start=0.2), batch_size=8, num_samples=80, refresh_every=5, seed=3
+        )
+
     full = make()
     reference = list(full) + list(full) + list(full)  # three epochs, 30 steps
     first = make()
@@ -89,8 +95,9 @@ def test_set_step_for_prefetching_loaders_and_dataloader_integration():
     s2.set_step(7)
     np.testing.assert_array_equal(np.array(take(s2, 15)).reshape(3, 5), steps[7:10])
     ds = TensorDataset(torch.arange(50))
-    loader = DataLoader(ds, batch_size=5, sampler=CurriculumSampler(p, batch_size=5, num_samples=50,
-                                                                    refresh_every=2, seed=0))
+    loader = DataLoader(
+        ds, batch_size=5, sampler=CurriculumSampler(p, batch_size=5, num_samples=50, refresh_every=2, seed=0)
+    )
     batches = torch.stack([b[0] for b in loader]).numpy()
     np.testing.assert_array_equal(batches, steps)
 
@@ -108,8 +115,9 @@ def test_hard_schedule_draws_only_from_its_subset():
 def test_throughput_is_millions_per_second_order():
     import time
 
-    s = CurriculumSampler(np.random.default_rng(0).random(100_000), batch_size=256, num_samples=200_000,
-                          refresh_every=100)
+    s = CurriculumSampler(
+        np.random.default_rng(0).random(100_000), batch_size=256, num_samples=200_000, refresh_every=100
+    )
     t = time.perf_counter()
     n = sum(1 for _ in s)
     rate = n / (time.perf_counter() - t)
@@ -137,4 +145,4 @@ def test_take_matches_the_stream_from_any_position():
     s = CurriculumSampler(sched, batch_size=4, num_samples=50, refresh_every=3, seed=5, num_replicas=1, rank=0)
     stream = np.concatenate([np.fromiter(iter(s), dtype=np.int64) for _ in range(6)])  # 6 epochs = 300 draws
     for pos, n in ((0, 50), (7, 33), (11, 120), (250, 50)):
-        np.testing.assert_array_equal(s.take(pos, n), stream[pos: pos + n])
+        np.testing.assert_array_equal(s.take(pos, n), stream[pos : pos + n])

@@ -1,4 +1,5 @@
 """Sampling distributions, effective size and temperatures: properties (hypothesis) and the seed's defects."""
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,11 @@ def test_effective_size_is_monotone_in_temperature_and_bounded(d, t1, t2, mode):
 
 
 @settings(max_examples=60, deadline=None)
-@given(d=distances, t=st.one_of(temps, st.just(math.inf)), mode=st.sampled_from(["prototypes_first", "hard_first",
-                                                                                   "difficulty", "easy"]))
+@given(
+    d=distances,
+    t=st.one_of(temps, st.just(math.inf)),
+    mode=st.sampled_from(["prototypes_first", "hard_first", "difficulty", "easy"]),
+)
 def test_probabilities_are_a_probability_vector(d, t, mode):
     p = sampling_probabilities(d, t, mode)
     assert p.dtype == np.float64 and p.shape == d.shape
@@ -113,8 +117,9 @@ def test_aliases_are_exactly_the_named_modes():
     d = np.random.default_rng(0).random(100)
     assert canonical_mode("difficulty") == "prototypes_first"
     assert canonical_mode("easy") == "hard_first"
-    np.testing.assert_array_equal(sampling_probabilities(d, 0.1, "difficulty"),
-                                  sampling_probabilities(d, 0.1, "prototypes_first"))
+    np.testing.assert_array_equal(
+        sampling_probabilities(d, 0.1, "difficulty"), sampling_probabilities(d, 0.1, "prototypes_first")
+    )
     np.testing.assert_array_equal(sampling_probabilities(d, 0.1, "easy"), sampling_probabilities(d, 0.1, "hard_first"))
     # the seed's 'difficulty' is exp(-d/T): it favours prototypes (small d), as its maths always did
     p = sampling_probabilities(d, 0.1, "difficulty")

@@ -1,4 +1,5 @@
 """The embedded default: the offline end-to-end demo (--quick preset) and its report arithmetic."""
+
 from __future__ import annotations
 
 import math
@@ -7,19 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import demo
-from training.demo import DemoConfig, summary_table, verdict
+from training.demo import run as demo
+from training.demo.run import DemoConfig, summary_table, verdict
 
 
 def test_verdict_says_gain_loss_or_no_clear_difference():
-    results = pd.DataFrame([
-        {"variant": "baseline", "seed": 0, "overall_acc": 0.80, "few_acc": 0.50, "medium_acc": 0.9},
-        {"variant": "baseline", "seed": 1, "overall_acc": 0.82, "few_acc": 0.52, "medium_acc": 0.9},
-        {"variant": "discl_fixed", "seed": 0, "overall_acc": 0.81, "few_acc": 0.70, "medium_acc": 0.9},
-        {"variant": "discl_fixed", "seed": 1, "overall_acc": 0.82, "few_acc": 0.72, "medium_acc": 0.9},
-        {"variant": "discl_adaptive", "seed": 0, "overall_acc": 0.60, "few_acc": 0.50, "medium_acc": 0.7},
-        {"variant": "discl_adaptive", "seed": 1, "overall_acc": 0.62, "few_acc": 0.54, "medium_acc": 0.7},
-    ])
+    results = pd.DataFrame(
+        [
+            {"variant": "baseline", "seed": 0, "overall_acc": 0.80, "few_acc": 0.50, "medium_acc": 0.9},
+            {"variant": "baseline", "seed": 1, "overall_acc": 0.82, "few_acc": 0.52, "medium_acc": 0.9},
+            {"variant": "discl_fixed", "seed": 0, "overall_acc": 0.81, "few_acc": 0.70, "medium_acc": 0.9},
+            {"variant": "discl_fixed", "seed": 1, "overall_acc": 0.82, "few_acc": 0.72, "medium_acc": 0.9},
+            {"variant": "discl_adaptive", "seed": 0, "overall_acc": 0.60, "few_acc": 0.50, "medium_acc": 0.7},
+            {"variant": "discl_adaptive", "seed": 1, "overall_acc": 0.62, "few_acc": 0.54, "medium_acc": 0.7},
+        ]
+    )
     s = summary_table(results)
     assert s["variant"].tolist() == ["baseline", "discl_fixed", "discl_adaptive"]
     row = s.set_index("variant").loc["discl_fixed"]
@@ -62,7 +65,7 @@ def test_quick_demo_runs_both_phases_and_writes_the_report(tmp_path):
     assert sched["progress"].astype(str).str.startswith("{").any()
     fixed = pd.read_csv(out / "phase2" / "discl_fixed-seed0" / "schedule.csv")
     assert fixed["level"].tolist()[: cfg.curriculum_epoch] == sorted(fixed["level"].tolist()[: cfg.curriculum_epoch])
-    assert set(fixed["level"].tolist()[cfg.curriculum_epoch:]) == {100}
+    assert set(fixed["level"].tolist()[cfg.curriculum_epoch :]) == {100}
     assert "What the numbers show" in text and "vs baseline" in text
     # a rerun finds every step done and only rewrites the report
     assert demo.main(["--quick", "--out", str(out)]) == 0

@@ -1,4 +1,5 @@
 """A tiny pixel model trains a few steps under the curriculum, saves, reloads and resumes exactly."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ import torch
 from PIL import Image
 
 from curriculum.sparsity import group_l1
-from .pixel_helpers import digits_subset, tiny_config, train_tiny
 from training import train_diffusion as cli
-from training.diffusion_trainer import bucket_edges, conv_weights, min_snr_weights, build_schedulers
+from training.diffusion.trainer import bucket_edges, build_schedulers, conv_weights, min_snr_weights
+
+from .pixel_helpers import digits_subset, tiny_config, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def cs_run(digits, tmp_path_factory):
 
 
 def test_run_folder_metrics_and_stage_report(cs_run):
-    from data_generation.generators import detect_generator
+    from data_generation.generation.backends import detect_generator
 
     run = cs_run
     assert run.global_step == 8 and run.epochs_done == 2  # 64 images / batch 16 = 4 steps per epoch
@@ -96,7 +98,7 @@ def load_unet(folder):
 
 
 def test_cr_penalty_in_training_equals_its_formula(digits, tmp_path):
-    from training.diffusion_trainer import build_unet
+    from training.diffusion.trainer import build_unet
 
     cfg = tiny_config(tmp_path)
     unet = build_unet(cfg, 10)
@@ -138,10 +140,36 @@ def test_cli_trains_from_an_image_folder(tmp_path):
         for i in range(4):
             Image.fromarray(g.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
     out = tmp_path / "run"
-    argv = ["--data", str(root), "--output_dir", str(out), "--image_size", "16", "--block_out_channels", "16", "32",
-            "--batch_size", "4", "--stage_starts", "0.5", "0", "--stage_epochs", "1", "1", "--t_sampler", "soft",
-            "--loss_weighting", "min_snr", "--sample_steps", "3", "--samples_per_class", "1", "--no_progress",
-            "--device", "cpu"]
+    argv = [
+        "--data",
+        str(root),
+        "--output_dir",
+        str(out),
+        "--image_size",
+        "16",
+        "--block_out_channels",
+        "16",
+        "32",
+        "--batch_size",
+        "4",
+        "--stage_starts",
+        "0.5",
+        "0",
+        "--stage_epochs",
+        "1",
+        "1",
+        "--t_sampler",
+        "soft",
+        "--loss_weighting",
+        "min_snr",
+        "--sample_steps",
+        "3",
+        "--samples_per_class",
+        "1",
+        "--no_progress",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(argv) == 0
     assert json.loads((out / "model" / "class_names.json").read_text()) == {"0": "cat", "1": "dog"}
     assert json.loads((out / "config.json").read_text())["t_sampler"] == "soft"

@@ -1,4 +1,5 @@
 """gene_img end to end on tiny real diffusers pipelines saved to and loaded from local folders."""
+
 from __future__ import annotations
 
 import os
@@ -15,10 +16,10 @@ from PIL import Image
 
 from curriculum.tables import read_parquet_metadata
 from data_generation import gene_img, merge_manifests
-from data_generation.generate import GenerationConfig, process_shard, run_generation
-from data_generation.generators import GenerationBatch, detect_generator, load_generator
-from data_generation.plan import MANIFEST_COLUMNS
-from data_generation.seeding import make_generator
+from data_generation.generation.backends import GenerationBatch, detect_generator, load_generator
+from data_generation.generation.generate import GenerationConfig, process_shard, run_generation
+from data_generation.generation.plan import MANIFEST_COLUMNS
+from data_generation.generation.seeding import make_generator
 
 from .conftest import ASSETS, REPO, SAMPLE_PHOTO
 
@@ -41,15 +42,31 @@ def _table(tmp_path: Path, n: int = 3) -> Path:
         p = tmp_path / "imgs" / f"img{i}.jpg"
         p.parent.mkdir(parents=True, exist_ok=True)
         photo.crop((i * 40, 0, i * 40 + 400, 225)).resize((80, 45)).save(p)
-        rows.append({"sample_id": f"img{i}", "filepath": f"imgs/img{i}.jpg", "label": i % 2, "label_name": ["cheetah", "zebra"][i % 2]})
+        rows.append(
+            {
+                "sample_id": f"img{i}",
+                "filepath": f"imgs/img{i}.jpg",
+                "label": i % 2,
+                "label_name": ["cheetah", "zebra"][i % 2],
+            }
+        )
     path = tmp_path / "samples.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
 def _cfg(tmp_path, model_dir, out="out", **kw) -> GenerationConfig:
-    base = dict(data_csv=str(_table(tmp_path)), output_path=str(tmp_path / out), data_root=str(tmp_path),
-                model_id=str(model_dir), strengths=STRENGTHS, seeds=SEEDS, steps=4, batch_size=3, progress=False)
+    base = dict(
+        data_csv=str(_table(tmp_path)),
+        output_path=str(tmp_path / out),
+        data_root=str(tmp_path),
+        model_id=str(model_dir),
+        strengths=STRENGTHS,
+        seeds=SEEDS,
+        steps=4,
+        batch_size=3,
+        progress=False,
+    )
     base.update(kw)
     return GenerationConfig(**base)
 
@@ -71,24 +88,43 @@ def test_batched_generation_equals_plain_diffusers_pipeline(request, fixture):
     items = [(k, s) for k in (0, 1) for s in SEEDS]
     prompts = ["a photo of cheetah in the wild", "a photo of zebra in the wild"]
     batch = GenerationBatch(
-        images=[images[k] for k, _ in items], image_keys=[f"img{k}" for k, _ in items],
-        prompts=[prompts[k] for k, _ in items], generators=[make_generator(f"img{k}", s) for k, s in items],
-        strength=0.6, text_guidance=7.5, steps=5,
+        images=[images[k] for k, _ in items],
+        image_keys=[f"img{k}" for k, _ in items],
+        prompts=[prompts[k] for k, _ in items],
+        generators=[make_generator(f"img{k}", s) for k, s in items],
+        strength=0.6,
+        text_guidance=7.5,
+        steps=5,
     )
     got = gen.generate(batch)
 
     pipe = AutoPipelineForImage2Image.from_pretrained(str(model_dir))
     pipe.set_progress_bar_config(disable=True)
     for (k, s), out in zip(items, got):
-        ref = pipe(prompt=prompts[k], image=images[k], strength=0.6, guidance_scale=7.5, num_inference_steps=5,
-                   generator=make_generator(f"img{k}", s), output_type="np").images[0]
+        ref = pipe(
+            prompt=prompts[k],
+            image=images[k],
+            strength=0.6,
+            guidance_scale=7.5,
+            num_inference_steps=5,
+            generator=make_generator(f"img{k}", s),
+            output_type="np",
+        ).images[0]
         assert out.shape == ref.shape == (36, 64, 3)
         np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     # different seeds give different images; the same (image, seed) is reproducible
     assert np.abs(got[0] - got[1]).max() > 1e-3
-    again = gen.generate(GenerationBatch(images=[images[0]], image_keys=["img0"], prompts=[prompts[0]],
-                                         generators=[make_generator("img0", SEEDS[0])], strength=0.6,
-                                         text_guidance=7.5, steps=5))
+    again = gen.generate(
+        GenerationBatch(
+            images=[images[0]],
+            image_keys=["img0"],
+            prompts=[prompts[0]],
+            generators=[make_generator("img0", SEEDS[0])],
+            strength=0.6,
+            text_guidance=7.5,
+            steps=5,
+        )
+    )
     np.testing.assert_allclose(again[0], got[0], atol=1e-5, rtol=0)
 
 
@@ -107,8 +143,16 @@ def _count_vae_encodes(gen) -> list[int]:
 
 def test_each_source_image_is_vae_encoded_once_per_run(tmp_path, tiny_sdxl_dir):
     """2 images x 3 strengths x 2 seeds: one VAE encode per image, and the very images an uncached run makes."""
-    kw = dict(data_csv=str(_table(tmp_path, n=2)), data_root=str(tmp_path), model_id=str(tiny_sdxl_dir),
-              strengths=[0.5, 0.75, 1.0], seeds=[10, 20], steps=4, batch_size=3, progress=False)
+    kw = dict(
+        data_csv=str(_table(tmp_path, n=2)),
+        data_root=str(tmp_path),
+        model_id=str(tiny_sdxl_dir),
+        strengths=[0.5, 0.75, 1.0],
+        seeds=[10, 20],
+        steps=4,
+        batch_size=3,
+        progress=False,
+    )
     gen = load_generator(str(tiny_sdxl_dir))
     calls = _count_vae_encodes(gen)
     summary = run_generation(GenerationConfig(output_path=str(tmp_path / "cached"), **kw), generator=gen)
@@ -133,9 +177,17 @@ def test_each_source_image_is_vae_encoded_once_per_run(tmp_path, tiny_sdxl_dir):
     other = other.resize((80, 44))
 
     def one(g):
-        return g.generate(GenerationBatch(images=[other], image_keys=["img0"], prompts=["a photo of a cheetah."],
-                                          generators=[make_generator("img0", 10)], strength=0.5, text_guidance=10.0,
-                                          steps=4))[0]
+        return g.generate(
+            GenerationBatch(
+                images=[other],
+                image_keys=["img0"],
+                prompts=["a photo of a cheetah."],
+                generators=[make_generator("img0", 10)],
+                strength=0.5,
+                text_guidance=10.0,
+                steps=4,
+            )
+        )[0]
 
     got = one(gen)
     assert calls == [1, 1, 1]
@@ -178,7 +230,9 @@ def test_run_writes_discl_layout_and_manifest_then_resumes(tmp_path, tiny_sdxl_d
 
 def test_same_images_in_any_shard_layout_and_batch_size(tmp_path, tiny_sd_dir):
     whole = run_generation(_cfg(tmp_path, tiny_sd_dir, out="whole", batch_size=8))
-    parts = [run_generation(_cfg(tmp_path, tiny_sd_dir, out="parts", part=p, total_parts=2, batch_size=1)) for p in (1, 2)]
+    parts = [
+        run_generation(_cfg(tmp_path, tiny_sd_dir, out="parts", part=p, total_parts=2, batch_size=1)) for p in (1, 2)
+    ]
     assert whole.generated == sum(p.generated for p in parts) == 12
     # shards split the image list: part 1 holds 2 of the 3 images, part 2 the third
     m1 = pd.read_parquet(tmp_path / "parts" / "manifest-part1-of-2.parquet")
@@ -201,29 +255,60 @@ def test_bad_inputs_are_counted_not_fatal(tmp_path, tiny_sd_dir):
     d.mkdir()
     _photo(mode="L").save(d / "gray.png")
     _photo(mode="RGBA").save(d / "rgba.png")
-    arr16 = (np.asarray(_photo(mode="L"), dtype=np.uint16) * 257)
+    arr16 = np.asarray(_photo(mode="L"), dtype=np.uint16) * 257
     Image.fromarray(arr16).save(d / "deep.png")  # uint16 -> mode I;16
     (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     rows = [
-        ("gray", "imgs/gray.png", 0, "cat"), ("rgba", "imgs/rgba.png", 0, "cat"), ("deep", "imgs/deep.png", 0, "cat"),
-        ("corrupt", "imgs/corrupt.jpg", 0, "cat"), ("missing", "imgs/missing.jpg", 0, "cat"),
-        ("../escape", "imgs/gray.png", 0, "cat"), ("badclass", "imgs/gray.png", 1, "../x"),
+        ("gray", "imgs/gray.png", 0, "cat"),
+        ("rgba", "imgs/rgba.png", 0, "cat"),
+        ("deep", "imgs/deep.png", 0, "cat"),
+        ("corrupt", "imgs/corrupt.jpg", 0, "cat"),
+        ("missing", "imgs/missing.jpg", 0, "cat"),
+        ("../escape", "imgs/gray.png", 0, "cat"),
+        ("badclass", "imgs/gray.png", 1, "../x"),
         ("noname", "imgs/gray.png", 7, "seven"),
     ]
     table = tmp_path / "bad.csv"
     pd.DataFrame(rows, columns=["sample_id", "filepath", "label", "label_name"]).to_csv(table, index=False)
     names = tmp_path / "names.csv"
     pd.DataFrame({"label": [0, 1], "classname": ["cat", "x"]}).to_csv(names, index=False)
-    argv = ["--data_csv", str(table), "--output_path", str(tmp_path / "out"), "--data_root", str(tmp_path),
-            "--model_id", str(tiny_sd_dir), "--strengths", "0.5", "--seeds", "1", "2", "--steps", "4",
-            "--class_names", str(names), "--no_progress"]
-    cfg = GenerationConfig(data_csv=str(table), output_path=str(tmp_path / "out"), data_root=str(tmp_path),
-                           model_id=str(tiny_sd_dir), strengths=[0.5], seeds=[1, 2], steps=4, class_names=str(names),
-                           progress=False)
+    argv = [
+        "--data_csv",
+        str(table),
+        "--output_path",
+        str(tmp_path / "out"),
+        "--data_root",
+        str(tmp_path),
+        "--model_id",
+        str(tiny_sd_dir),
+        "--strengths",
+        "0.5",
+        "--seeds",
+        "1",
+        "2",
+        "--steps",
+        "4",
+        "--class_names",
+        str(names),
+        "--no_progress",
+    ]
+    cfg = GenerationConfig(
+        data_csv=str(table),
+        output_path=str(tmp_path / "out"),
+        data_root=str(tmp_path),
+        model_id=str(tiny_sd_dir),
+        strengths=[0.5],
+        seeds=[1, 2],
+        steps=4,
+        class_names=str(names),
+        progress=False,
+    )
     summary = run_generation(cfg)
     assert summary.planned == 16 and summary.generated == 6 and summary.failed == 10
     assert summary.failure_reasons == {
-        "missing source image": 2, "unreadable source image": 2, "not a safe file name": 4,
+        "missing source image": 2,
+        "unreadable source image": 2,
+        "not a safe file name": 4,
         "no name in the class-name map": 2,
     }
     failures = pd.read_csv(summary.failures_path)
@@ -240,8 +325,17 @@ def test_bad_inputs_are_counted_not_fatal(tmp_path, tiny_sd_dir):
 
 
 def test_model_that_cannot_be_loaded_fails_fast_with_advice(tmp_path, capsys):
-    argv = ["--data_csv", str(_table(tmp_path)), "--output_path", str(tmp_path / "o"), "--data_root", str(tmp_path),
-            "--model_id", "stabilityai/stable-diffusion-xl-refiner-1.0", "--no_progress"]
+    argv = [
+        "--data_csv",
+        str(_table(tmp_path)),
+        "--output_path",
+        str(tmp_path / "o"),
+        "--data_root",
+        str(tmp_path),
+        "--model_id",
+        "stabilityai/stable-diffusion-xl-refiner-1.0",
+        "--no_progress",
+    ]
     t0 = time.perf_counter()
     assert gene_img.main(argv) == 2
     assert time.perf_counter() - t0 < 20
@@ -264,7 +358,7 @@ def test_accelerate_processes_split_a_part(monkeypatch):
     class FakeState:
         num_processes, process_index = 4, 2
 
-    from data_generation import generate
+    from data_generation.generation import generate
 
     monkeypatch.setattr(generate, "_accelerate_state", lambda: FakeState())
     assert process_shard(2, 3) == (7, 12)  # part 2 of 3, third of four processes
@@ -276,9 +370,29 @@ def test_killed_run_leaves_no_truncated_image_and_resumes(tmp_path, tiny_sd_dir)
     """SIGKILL the CLI mid-run; every file that counts as done decodes, and a rerun completes the set."""
     table = _table(tmp_path)
     out = tmp_path / "out"
-    argv = [sys.executable, str(REPO / "data_generation" / "gene_img.py"), "--data_csv", str(table), "--output_path",
-            str(out), "--data_root", str(tmp_path), "--model_id", str(tiny_sd_dir), "--strengths", "0.5", "0.75", "1.0",
-            "--seeds", *map(str, range(1, 9)), "--steps", "8", "--batch_size", "2", "--no_progress"]
+    argv = [
+        sys.executable,
+        str(REPO / "data_generation" / "gene_img.py"),
+        "--data_csv",
+        str(table),
+        "--output_path",
+        str(out),
+        "--data_root",
+        str(tmp_path),
+        "--model_id",
+        str(tiny_sd_dir),
+        "--strengths",
+        "0.5",
+        "0.75",
+        "1.0",
+        "--seeds",
+        *map(str, range(1, 9)),
+        "--steps",
+        "8",
+        "--batch_size",
+        "2",
+        "--no_progress",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.rglob("*.jpg"))) < 4:
@@ -289,9 +403,19 @@ def test_killed_run_leaves_no_truncated_image_and_resumes(tmp_path, tiny_sd_dir)
     assert 4 <= len(written) < 72, "the run should have been killed mid-way"
     for p in written:
         Image.open(p).load()  # raises on a truncated file
-    summary = run_generation(GenerationConfig(
-        data_csv=str(table), output_path=str(out), data_root=str(tmp_path), model_id=str(tiny_sd_dir),
-        strengths=[0.5, 0.75, 1.0], seeds=list(range(1, 9)), steps=8, batch_size=2, progress=False))
+    summary = run_generation(
+        GenerationConfig(
+            data_csv=str(table),
+            output_path=str(out),
+            data_root=str(tmp_path),
+            model_id=str(tiny_sd_dir),
+            strengths=[0.5, 0.75, 1.0],
+            seeds=list(range(1, 9)),
+            steps=8,
+            batch_size=2,
+            progress=False,
+        )
+    )
     assert summary.skipped_done >= len(written) and summary.generated + summary.skipped_done == 72
     assert not list(out.rglob(".*.tmp"))
     manifest = pd.read_parquet(summary.manifest_path)

@@ -1,11 +1,18 @@
 """Guidance-level schedules: exact non-adaptive shares, the adaptive rule with outliers, state round trip."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from curriculum.guidance import (
-    ALL_LEVELS, REAL_LEVEL, AdaptiveSchedule, FixedSchedule, guidance_level, level_progress, robust_mean,
+    ALL_LEVELS,
+    REAL_LEVEL,
+    AdaptiveSchedule,
+    FixedSchedule,
+    guidance_level,
+    level_progress,
+    robust_mean,
 )
 
 
@@ -35,11 +42,13 @@ def test_robust_mean_drops_iqr_outliers():
 def test_adaptive_picks_largest_progress_and_ignores_an_outlier():
     levels = np.array([10] * 6 + [50] * 6 + [90] * 6)
     prev = np.zeros(18)
-    cur = np.concatenate([
-        [0.02, 0.03, 0.02, 0.01, 0.03, 3.0],   # level 10: one huge outlier would win a plain mean
-        [0.10, 0.12, 0.11, 0.09, 0.10, 0.11],  # level 50: the real largest progress
-        [0.05, 0.04, 0.06, 0.05, 0.05, 0.04],
-    ])
+    cur = np.concatenate(
+        [
+            [0.02, 0.03, 0.02, 0.01, 0.03, 3.0],  # level 10: one huge outlier would win a plain mean
+            [0.10, 0.12, 0.11, 0.09, 0.10, 0.11],  # level 50: the real largest progress
+            [0.05, 0.04, 0.06, 0.05, 0.05, 0.04],
+        ]
+    )
     progress = level_progress(prev, cur, levels)
     assert np.mean(cur[:6]) > np.mean(cur[6:12])  # the plain mean is fooled ...
     sched = AdaptiveSchedule(levels=[10, 50, 90], curriculum_epochs=15)

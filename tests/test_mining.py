@@ -1,4 +1,5 @@
 """Datasets -> sample tables, difficulty scores, hard-sample rules and the files gene_img reads."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,9 @@ import pandas as pd
 import pytest
 
 from curriculum.tables import read_parquet_metadata, read_sample_table
-from data_generation.datasets import load_image_folder, load_imagenet_lt, load_wilds_iwildcam, shot_groups
-from data_generation.difficulty import classifier_scores, ensemble, rank_normalise, random_scores, spearman_table
-from data_generation.mining import HardRule, join_scores, select_hard, write_mining_outputs
+from data_generation.mining.datasets import load_image_folder, load_imagenet_lt, load_wilds_iwildcam, shot_groups
+from data_generation.mining.difficulty import classifier_scores, ensemble, random_scores, rank_normalise, spearman_table
+from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs
 
 from .fakes import make_fake_imagenet_lt, make_fake_iwildcam, make_image_folder
 
@@ -19,7 +20,12 @@ def test_wilds_iwildcam_loader_on_a_fake_tree(tmp_path):
     assert len(df) == 26 and set(df["split"]) == {"train", "val", "test", "id_val", "id_test"}
     assert df.attrs["layout"] == "iwildcam" and df.attrs["data_root"] == str(tmp_path / "iwildcam_v2.0")
     row = df.iloc[0]
-    assert (row.sample_id, row.filepath, row.label, row.label_name) == ("train_0000", "train/train_0000.jpg", 0, "empty")
+    assert (row.sample_id, row.filepath, row.label, row.label_name) == (
+        "train_0000",
+        "train/train_0000.jpg",
+        0,
+        "empty",
+    )
     assert all(__import__("pathlib").Path(p).is_file() for p in df["source_path"])
     train = load_wilds_iwildcam(tmp_path, splits=("train",))
     assert len(train) == 12 and set(train["split"]) == {"train"}
@@ -72,10 +78,16 @@ def _scores(n=40, seed=0):
     probs = rng.dirichlet(np.ones(4) * 0.5, size=n)
     probs[np.arange(n), labels] += 2.0  # every sample correct ...
     probs[7] = [0.05, 0.05, 0.05, 0.85]  # label 3: confidently right
-    probs[9] = [0.9, 0.04, 0.03, 0.03]   # label 1: the planted misclassified sample
+    probs[9] = [0.9, 0.04, 0.03, 0.03]  # label 1: the planted misclassified sample
     probs /= probs.sum(axis=1, keepdims=True)
-    table = pd.DataFrame({"sample_id": ids, "filepath": [f"{i}.jpg" for i in ids], "label": labels,
-                          "label_name": [f"c{y}" for y in labels]})
+    table = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "filepath": [f"{i}.jpg" for i in ids],
+            "label": labels,
+            "label_name": [f"c{y}" for y in labels],
+        }
+    )
     return table, classifier_scores(probs, labels, index=ids)
 
 
@@ -85,8 +97,11 @@ def test_planted_misclassified_sample_is_selected_and_order_does_not_matter():
     hard = select_hard(scored, HardRule(misclassified=True))
     assert hard[hard].index.tolist() == ["s009"]
     shuffled = join_scores(table.sample(frac=1, random_state=3), cls.sample(frac=1, random_state=4))
-    for rule in (HardRule(misclassified=True), HardRule(bottom_q={"true_prob": 0.1}, top_q={"loss": 0.05}),
-                 HardRule(bottom_q={"margin": 0.25}, tail_only=True, tail_max_count=10)):
+    for rule in (
+        HardRule(misclassified=True),
+        HardRule(bottom_q={"true_prob": 0.1}, top_q={"loss": 0.05}),
+        HardRule(bottom_q={"margin": 0.25}, tail_only=True, tail_max_count=10),
+    ):
         a, b = select_hard(scored, rule), select_hard(shuffled, rule)
         assert a[a].index.sort_values().tolist() == b[b].index.sort_values().tolist()
 
@@ -104,10 +119,14 @@ def test_quantile_tail_and_combine_rules():
     assert both[both].index.tolist() == ["s009"]
     with pytest.raises(ValueError, match="--bottom_q nope=0.1: no score column"):
         select_hard(scored, HardRule(bottom_q={"nope": 0.1}))
-    assert (HardRule(misclassified=True, tail_only=True).describe()
-            == "misclassified (by any classifier scorer), among classes with <= 19 samples in the mined table")
-    assert (HardRule(tail_only=True, count_column="train_count").describe()
-            == "every sample, among classes with <= 19 training samples (train_count)")
+    assert (
+        HardRule(misclassified=True, tail_only=True).describe()
+        == "misclassified (by any classifier scorer), among classes with <= 19 samples in the mined table"
+    )
+    assert (
+        HardRule(tail_only=True, count_column="train_count").describe()
+        == "every sample, among classes with <= 19 training samples (train_count)"
+    )
 
 
 def test_scores_must_align_by_sample_id():
@@ -123,8 +142,16 @@ def test_hard_csv_round_trips_into_gene_img_reader(tmp_path, layout):
     table, cls = _scores()
     scored = join_scores(table, cls, random_scores(table["sample_id"], seed=1))
     hard = select_hard(scored, HardRule(bottom_q={"true_prob": 0.2}))
-    res = write_mining_outputs(table, scored, hard, HardRule(bottom_q={"true_prob": 0.2}),
-                               tmp_path / "hard.csv", tmp_path / "scores.parquet", layout, {"scorers": ["test"]})
+    res = write_mining_outputs(
+        table,
+        scored,
+        hard,
+        HardRule(bottom_q={"true_prob": 0.2}),
+        tmp_path / "hard.csv",
+        tmp_path / "scores.parquet",
+        layout,
+        {"scorers": ["test"]},
+    )
     back = read_sample_table(res.hard_csv)
     assert back.attrs["layout"] == layout
     assert sorted(back["sample_id"]) == sorted(hard[hard].index)
@@ -139,28 +166,71 @@ def test_hard_csv_round_trips_into_gene_img_reader(tmp_path, layout):
 
 def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     """End to end: ImageNet-LT's reference rule (few-shot classes) and a checkpoint scorer on a folder."""
-    from safetensors.torch import save_file
     import timm
+    from safetensors.torch import save_file
 
     from data_generation import mine_hard
 
     lst = make_fake_imagenet_lt(tmp_path / "lt", {0: 25, 1: 3, 2: 2})
     out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
-    assert mine_hard.main(["--dataset", "imagenet_lt", "--data", str(lst), "--data_root", str(tmp_path / "lt"),
-                           "--scorers", "random", "--tail_only", "--tail_max_count", "19",
-                           "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "imagenet_lt",
+                "--data",
+                str(lst),
+                "--data_root",
+                str(tmp_path / "lt"),
+                "--scorers",
+                "random",
+                "--tail_only",
+                "--tail_max_count",
+                "19",
+                "--output_csv",
+                str(out_csv),
+                "--scores_parquet",
+                str(out_pq),
+            ]
+        )
+        == 0
+    )
     hard = read_sample_table(out_csv, data_root=tmp_path / "lt")
     assert hard.attrs["layout"] == "imagenet_lt" and sorted(hard["label"].unique()) == [1, 2] and len(hard) == 5
     assert all(__import__("pathlib").Path(p).is_file() for p in hard["source_path"])
     assert not out_pq.with_suffix(".spearman.csv").exists()  # one score column: nothing to correlate
-    assert read_parquet_metadata(out_pq)["rule_text"] == "every sample, among classes with <= 19 training samples (train_count)"
+    assert (
+        read_parquet_metadata(out_pq)["rule_text"]
+        == "every sample, among classes with <= 19 training samples (train_count)"
+    )
 
     make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
     weights = tmp_path / "clf.safetensors"
     save_file(timm.create_model("resnet10t", num_classes=2).state_dict(), str(weights))
-    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "checkpoint", "random",
-                           "--classifier_arch", "resnet10t", "--classifier_weights", str(weights), "--bottom_q",
-                           "true_prob=0.25", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "folder",
+                "--data",
+                str(tmp_path / "imgs"),
+                "--scorers",
+                "checkpoint",
+                "random",
+                "--classifier_arch",
+                "resnet10t",
+                "--classifier_weights",
+                str(weights),
+                "--bottom_q",
+                "true_prob=0.25",
+                "--output_csv",
+                str(out_csv),
+                "--scores_parquet",
+                str(out_pq),
+            ]
+        )
+        == 0
+    )
     full = pd.read_parquet(out_pq)
     assert {"true_prob", "loss", "margin", "correct", "random", "ensemble", "hard"} <= set(full.columns)
     assert full["hard"].sum() == 2
@@ -169,16 +239,34 @@ def test_mine_hard_cli_on_imagenet_lt_and_folder(tmp_path):
     corr = pd.read_csv(tmp_path / "scores.spearman.csv", index_col=0)
     assert list(corr.columns) == list(corr.index) == ["true_prob", "loss", "margin", "correct", "random"]
     assert corr.loc["true_prob", "loss"] == pytest.approx(-1.0) and corr.loc["random", "random"] == pytest.approx(1.0)
-    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "random",
-                           "--bottom_q", "true_prob", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 2
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "folder",
+                "--data",
+                str(tmp_path / "imgs"),
+                "--scorers",
+                "random",
+                "--bottom_q",
+                "true_prob",
+                "--output_csv",
+                str(out_csv),
+                "--scores_parquet",
+                str(out_pq),
+            ]
+        )
+        == 2
+    )
 
 
 def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
     """Zero-shot CLIP through mine_hard equals a direct computation; shuffling the table changes nothing."""
-    from data_generation import mine_hard
-    from data_generation.scorers import load_scorer
-    from data_generation.datasets import load_image_folder
     from PIL import Image
+
+    from data_generation import mine_hard
+    from data_generation.mining.datasets import load_image_folder
+    from data_generation.scoring.backends import load_scorer
 
     make_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
     table = load_image_folder(tmp_path / "imgs")
@@ -189,16 +277,57 @@ def test_zero_shot_clip_scores_align_by_sample_id(tmp_path, tiny_hf_clip_dir):
     outs = []
     for src in (csv, shuffled):
         pq = tmp_path / f"{src.stem}.parquet"
-        assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
-                               "--split", "", "--scorers", "zero_shot_clip", "--clip_backend", "transformers",
-                               "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic", "--bottom_q",
-                               "true_prob=0.34", "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"),
-                               "--scores_parquet", str(pq)]) == 0
+        assert (
+            mine_hard.main(
+                [
+                    "--dataset",
+                    "table",
+                    "--data",
+                    str(src),
+                    "--data_root",
+                    str(tmp_path / "imgs"),
+                    "--split",
+                    "",
+                    "--scorers",
+                    "zero_shot_clip",
+                    "--clip_backend",
+                    "transformers",
+                    "--clip_model",
+                    str(tiny_hf_clip_dir),
+                    "--templates",
+                    "generic",
+                    "--bottom_q",
+                    "true_prob=0.34",
+                    "--output_csv",
+                    str(tmp_path / f"hard_{src.stem}.csv"),
+                    "--scores_parquet",
+                    str(pq),
+                ]
+            )
+            == 0
+        )
         outs.append(pd.read_parquet(pq).set_index("sample_id").sort_index())
     pd.testing.assert_series_equal(outs[0]["true_prob"], outs[1]["true_prob"], rtol=1e-6)
     assert outs[0]["hard"].equals(outs[1]["hard"]) and outs[0]["hard"].sum() == 3
-    assert mine_hard.main(["--dataset", "table", "--data", str(csv), "--data_root", str(tmp_path / "imgs"),
-                           "--scorers", "random", "--output_csv", str(csv), "--scores_parquet", str(pq)]) == 2
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "table",
+                "--data",
+                str(csv),
+                "--data_root",
+                str(tmp_path / "imgs"),
+                "--scorers",
+                "random",
+                "--output_csv",
+                str(csv),
+                "--scores_parquet",
+                str(pq),
+            ]
+        )
+        == 2
+    )
     assert len(pd.read_csv(csv)) == 6  # the input table was not overwritten
     scorer = load_scorer("transformers", str(tiny_hf_clip_dir))
     text = scorer.embed_texts(["a photo of a cat.", "a photo of a dog."])
@@ -215,16 +344,35 @@ def test_prototype_scorer_uses_curriculum_prototypes(tmp_path):
 
     from curriculum import PretrainedModelExtractor, create_dino_model, fit_prototypes
     from data_generation import mine_hard
-    from data_generation.difficulty import SampleImages
+    from data_generation.mining.difficulty import SampleImages
 
     make_image_folder(tmp_path / "imgs", {"cat": 5, "dog": 5})
     weights = tmp_path / "vit.safetensors"
     torch_model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, img_size=32)
     save_file(torch_model.state_dict(), str(weights))
     pq = tmp_path / "scores.parquet"
-    argv = ["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "prototype", "--feature_model",
-            "dino_vits16", "--feature_weights", str(weights), "--feature_img_size", "32", "--n_clusters", "2",
-            "--top_q", "prototype_distance=0.2", "--output_csv", str(tmp_path / "hard.csv"), "--scores_parquet", str(pq)]
+    argv = [
+        "--dataset",
+        "folder",
+        "--data",
+        str(tmp_path / "imgs"),
+        "--scorers",
+        "prototype",
+        "--feature_model",
+        "dino_vits16",
+        "--feature_weights",
+        str(weights),
+        "--feature_img_size",
+        "32",
+        "--n_clusters",
+        "2",
+        "--top_q",
+        "prototype_distance=0.2",
+        "--output_csv",
+        str(tmp_path / "hard.csv"),
+        "--scores_parquet",
+        str(pq),
+    ]
     assert mine_hard.main(argv) == 0
     full = pd.read_parquet(pq).set_index("sample_id")
     assert full["hard"].sum() == 2 and set(full["prototype_cluster"]) == {0, 1}
@@ -243,15 +391,22 @@ def test_prototype_scorer_uses_curriculum_prototypes(tmp_path):
 
 def test_prefixed_columns_of_a_second_scorer_rank_like_their_base_score():
     """`checkpoint_true_prob` (the name a second classifier scorer's column gets) ranks like `true_prob`."""
-    from data_generation.difficulty import base_score_name, correctness_columns
+    from data_generation.mining.difficulty import base_score_name, correctness_columns
 
     assert base_score_name("checkpoint_true_prob") == "true_prob"
     assert base_score_name("zero_shot_clip_loss") == "loss"
     assert base_score_name("prototype_prototype_cluster") == "prototype_cluster"
     assert base_score_name("my_margin") == "my_margin"  # a user's column keeps its name
-    scores = pd.DataFrame({"true_prob": [0.9, 0.1, 0.5], "checkpoint_true_prob": [0.9, 0.1, 0.5],
-                           "checkpoint_loss": -np.log([0.9, 0.1, 0.5]), "correct": [True, False, True],
-                           "checkpoint_correct": [True, True, False]}, index=["a", "b", "c"])
+    scores = pd.DataFrame(
+        {
+            "true_prob": [0.9, 0.1, 0.5],
+            "checkpoint_true_prob": [0.9, 0.1, 0.5],
+            "checkpoint_loss": -np.log([0.9, 0.1, 0.5]),
+            "correct": [True, False, True],
+            "checkpoint_correct": [True, True, False],
+        },
+        index=["a", "b", "c"],
+    )
     ranks = rank_normalise(scores)
     assert ranks["checkpoint_true_prob_rank"].tolist() == ranks["true_prob_rank"].tolist() == [0.0, 1.0, 0.5]
     assert ranks["checkpoint_loss_rank"].tolist() == [0.0, 1.0, 0.5]
@@ -284,8 +439,21 @@ def test_tail_rule_counts_the_training_split_not_the_mined_table(tmp_path):
     train = make_fake_imagenet_lt(tmp_path / "train", {0: 25, 1: 3, 2: 30})
     val = make_fake_imagenet_lt(tmp_path / "val", {0: 2, 1: 2, 2: 2}, seed=1)
     out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
-    argv = ["--dataset", "imagenet_lt", "--data", str(val), "--data_root", str(tmp_path / "val"), "--scorers", "random",
-            "--tail_only", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]
+    argv = [
+        "--dataset",
+        "imagenet_lt",
+        "--data",
+        str(val),
+        "--data_root",
+        str(tmp_path / "val"),
+        "--scorers",
+        "random",
+        "--tail_only",
+        "--output_csv",
+        str(out_csv),
+        "--scores_parquet",
+        str(out_pq),
+    ]
     assert mine_hard.main(argv + ["--train_list", str(train)]) == 0
     full = pd.read_parquet(out_pq)
     assert sorted(full.loc[full["hard"], "label"].unique()) == [1] and full["hard"].sum() == 2
@@ -313,14 +481,35 @@ def test_mine_hard_with_the_tiny_open_clip_zero_shot_scorer(tmp_path, tiny_open_
     from PIL import Image
 
     from data_generation import mine_hard
-    from data_generation.scorers import load_scorer
+    from data_generation.scoring.backends import load_scorer
 
     make_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
     pq = tmp_path / "scores.parquet"
-    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "zero_shot_clip",
-                           "--clip_backend", "open_clip", "--clip_model", str(tiny_open_clip_dir), "--templates",
-                           "generic", "--bottom_q", "true_prob=0.5", "--output_csv", str(tmp_path / "hard.csv"),
-                           "--scores_parquet", str(pq)]) == 0
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "folder",
+                "--data",
+                str(tmp_path / "imgs"),
+                "--scorers",
+                "zero_shot_clip",
+                "--clip_backend",
+                "open_clip",
+                "--clip_model",
+                str(tiny_open_clip_dir),
+                "--templates",
+                "generic",
+                "--bottom_q",
+                "true_prob=0.5",
+                "--output_csv",
+                str(tmp_path / "hard.csv"),
+                "--scores_parquet",
+                str(pq),
+            ]
+        )
+        == 0
+    )
     full = pd.read_parquet(pq).set_index("sample_id")
     assert full["hard"].sum() == 3
     assert full.loc[full["hard"], "true_prob"].max() <= full.loc[~full["hard"], "true_prob"].min()
@@ -344,8 +533,25 @@ def test_mine_hard_on_wilds_iwildcam_round_trips_into_gene_img_reader(tmp_path):
 
     make_fake_iwildcam(tmp_path / "wilds")
     out_csv, out_pq = tmp_path / "hard.csv", tmp_path / "scores.parquet"
-    assert mine_hard.main(["--dataset", "iwildcam", "--data", str(tmp_path / "wilds"), "--scorers", "random",
-                           "--bottom_q", "random=0.5", "--output_csv", str(out_csv), "--scores_parquet", str(out_pq)]) == 0
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "iwildcam",
+                "--data",
+                str(tmp_path / "wilds"),
+                "--scorers",
+                "random",
+                "--bottom_q",
+                "random=0.5",
+                "--output_csv",
+                str(out_csv),
+                "--scores_parquet",
+                str(out_pq),
+            ]
+        )
+        == 0
+    )
     full = pd.read_parquet(out_pq)
     assert len(full) == 12 and set(full["split"]) == {"train"} and full["hard"].sum() == 6
     assert out_csv.read_text().splitlines()[0] == ",label id,label name,filepath,img_name"
@@ -379,11 +585,39 @@ def test_planted_misclassified_sample_through_a_real_classifier_and_two_classifi
 
     def mine(src, *rule):
         pq = tmp_path / f"scores_{src.stem}.parquet"
-        assert mine_hard.main(["--dataset", "table", "--data", str(src), "--data_root", str(tmp_path / "imgs"),
-                               "--split", "", "--scorers", "zero_shot_clip", "checkpoint", "--clip_backend",
-                               "transformers", "--clip_model", str(tiny_hf_clip_dir), "--templates", "generic",
-                               "--classifier_arch", "test_resnet", "--classifier_weights", str(weights), *rule,
-                               "--output_csv", str(tmp_path / f"hard_{src.stem}.csv"), "--scores_parquet", str(pq)]) == 0
+        assert (
+            mine_hard.main(
+                [
+                    "--dataset",
+                    "table",
+                    "--data",
+                    str(src),
+                    "--data_root",
+                    str(tmp_path / "imgs"),
+                    "--split",
+                    "",
+                    "--scorers",
+                    "zero_shot_clip",
+                    "checkpoint",
+                    "--clip_backend",
+                    "transformers",
+                    "--clip_model",
+                    str(tiny_hf_clip_dir),
+                    "--templates",
+                    "generic",
+                    "--classifier_arch",
+                    "test_resnet",
+                    "--classifier_weights",
+                    str(weights),
+                    *rule,
+                    "--output_csv",
+                    str(tmp_path / f"hard_{src.stem}.csv"),
+                    "--scores_parquet",
+                    str(pq),
+                ]
+            )
+            == 0
+        )
         return pd.read_parquet(pq).set_index("sample_id").sort_index(), pq
 
     full, pq = mine(csvs["table"], "--misclassified", "checkpoint_correct")
@@ -427,25 +661,52 @@ def test_prototype_state_from_a_classifier_checkpoint_feeds_phase_2(tmp_path):
     from curriculum.prototypes import scale_distances
     from curriculum.state import load_curriculum_state
     from data_generation import mine_hard
-    from training.runs import prototype_schedule
+    from training.trainers.runs import prototype_schedule
 
     make_image_folder(tmp_path / "imgs", {"cat": 6, "dog": 6})
     weights = tmp_path / "clf.safetensors"
     save_file(timm.create_model("test_resnet", pretrained=False, num_classes=2).state_dict(), str(weights))
     pq, state = tmp_path / "scores.parquet", tmp_path / "proto"
-    argv = ["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "checkpoint", "prototype",
-            "--classifier_arch", "test_resnet", "--classifier_weights", str(weights), "--classifier_img_size", "16",
-            "--feature_model", "test_resnet", "--feature_weights", str(weights), "--feature_img_size", "16",
-            "--n_clusters", "2", "--top_q", "prototype_distance=0.25", "--output_csv", str(tmp_path / "hard.csv"),
-            "--scores_parquet", str(pq), "--prototype_state", str(state)]
+    argv = [
+        "--dataset",
+        "folder",
+        "--data",
+        str(tmp_path / "imgs"),
+        "--scorers",
+        "checkpoint",
+        "prototype",
+        "--classifier_arch",
+        "test_resnet",
+        "--classifier_weights",
+        str(weights),
+        "--classifier_img_size",
+        "16",
+        "--feature_model",
+        "test_resnet",
+        "--feature_weights",
+        str(weights),
+        "--feature_img_size",
+        "16",
+        "--n_clusters",
+        "2",
+        "--top_q",
+        "prototype_distance=0.25",
+        "--output_csv",
+        str(tmp_path / "hard.csv"),
+        "--scores_parquet",
+        str(pq),
+        "--prototype_state",
+        str(state),
+    ]
     assert mine_hard.main(argv) == 0
     full = pd.read_parquet(pq).set_index("sample_id")
     st = load_curriculum_state(state)
     assert sorted(st.sample_ids) == sorted(full.index)
     d = full.loc[st.sample_ids, "prototype_distance"].to_numpy()
     np.testing.assert_allclose(st.arrays["distances"], d)
-    np.testing.assert_allclose(st.arrays["difficulty"],
-                               scale_distances(d, full.loc[st.sample_ids, "prototype_cluster"].to_numpy(), "minmax"))
+    np.testing.assert_allclose(
+        st.arrays["difficulty"], scale_distances(d, full.loc[st.sample_ids, "prototype_cluster"].to_numpy(), "minmax")
+    )
     assert st.config["distance_scaling"] == "minmax" and st.config["source"] == "mine_hard.py"
     ids = list(reversed(st.sample_ids))  # aligned by id, not position
     sched = prototype_schedule(str(state), ids, start=0.3, warmup_steps=10, mode="prototypes_first")
@@ -461,16 +722,26 @@ def test_training_dynamics_scores_by_formula_and_through_mine_hard(tmp_path):
     """dynamics.parquet (Phase 2 --log_dynamics) -> cumulative accuracy, confidence, variability, first-learned
     epoch and forgetting per sample; mine_hard selects by them, joined by sample_id."""
     from data_generation import mine_hard
-    from data_generation.difficulty import dynamics_scores
+    from data_generation.mining.difficulty import dynamics_scores
 
     pattern = {"a": [1, 1, 1, 1], "b": [0, 1, 0, 1], "c": [0, 0, 0, 0], "d": [1, 0, 1, 1]}
-    rows = [{"epoch": e, "sample_id": s, "correct": bool(c), "true_prob": 0.9 if c else 0.2}
-            for s, cs in pattern.items() for e, c in enumerate(cs)]
+    rows = [
+        {"epoch": e, "sample_id": s, "correct": bool(c), "true_prob": 0.9 if c else 0.2}
+        for s, cs in pattern.items()
+        for e, c in enumerate(cs)
+    ]
     dyn = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
     got = dynamics_scores(dyn)
-    assert got.loc["a"].to_dict() == {"cum_accuracy": 1.0, "mean_true_prob": 0.9, "true_prob_std": 0.0,
-                                      "first_learned": 0.0, "forgetting": 0.0}
-    assert got.loc["b", "first_learned"] == 3 and got.loc["b", "forgetting"] == 1 and got.loc["b", "cum_accuracy"] == 0.5
+    assert got.loc["a"].to_dict() == {
+        "cum_accuracy": 1.0,
+        "mean_true_prob": 0.9,
+        "true_prob_std": 0.0,
+        "first_learned": 0.0,
+        "forgetting": 0.0,
+    }
+    assert (
+        got.loc["b", "first_learned"] == 3 and got.loc["b", "forgetting"] == 1 and got.loc["b", "cum_accuracy"] == 0.5
+    )
     assert got.loc["c", "first_learned"] == 4 and got.loc["c", "forgetting"] == 0  # never learned
     assert got.loc["d", "first_learned"] == 2 and got.loc["d", "forgetting"] == 1
     assert got.loc["b", "true_prob_std"] == pytest.approx(0.35)
@@ -483,9 +754,27 @@ def test_training_dynamics_scores_by_formula_and_through_mine_hard(tmp_path):
     dyn["sample_id"] = dyn["sample_id"].map(dict(zip("abcd", ids)))
     dyn.to_parquet(tmp_path / "dynamics.parquet")
     pq = tmp_path / "scores.parquet"
-    assert mine_hard.main(["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "dynamics",
-                           "--dynamics", str(tmp_path / "dynamics.parquet"), "--bottom_q", "cum_accuracy=0.25",
-                           "--output_csv", str(tmp_path / "hard.csv"), "--scores_parquet", str(pq)]) == 0
+    assert (
+        mine_hard.main(
+            [
+                "--dataset",
+                "folder",
+                "--data",
+                str(tmp_path / "imgs"),
+                "--scorers",
+                "dynamics",
+                "--dynamics",
+                str(tmp_path / "dynamics.parquet"),
+                "--bottom_q",
+                "cum_accuracy=0.25",
+                "--output_csv",
+                str(tmp_path / "hard.csv"),
+                "--scores_parquet",
+                str(pq),
+            ]
+        )
+        == 0
+    )
     full = pd.read_parquet(pq).set_index("sample_id")
     assert full.index[full["hard"]].tolist() == [ids[2]]  # "c": never correct
     assert full.loc[ids[2], "cum_accuracy_rank"] == 1.0  # the hardest rank: low accuracy is hard

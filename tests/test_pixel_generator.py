@@ -1,4 +1,5 @@
 """pixel-ddpm: SDEdit with a tiny trained pixel model behind the generator interface gene_img uses."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from data_generation.generate import GenerationConfig, run_generation
-from data_generation.generators import GenerationBatch, detect_generator, load_generator
-from data_generation.generators.pixel_pipeline import ClassConditionalPixelPipeline, sdedit_timesteps
-from data_generation.plan import MANIFEST_COLUMNS
+from data_generation.generation.backends import GenerationBatch, detect_generator, load_generator
+from data_generation.generation.backends.pixel_pipeline import ClassConditionalPixelPipeline, sdedit_timesteps
+from data_generation.generation.generate import GenerationConfig, run_generation
+from data_generation.generation.plan import MANIFEST_COLUMNS
+
 from .pixel_helpers import digits_in_memory, train_tiny
 
 
@@ -35,9 +37,16 @@ def _digit(i: int) -> Image.Image:
 
 
 def _batch(images, labels, seeds, strength, steps=10, guidance=2.0):
-    return GenerationBatch(images=images, image_keys=[str(i) for i in range(len(images))], prompts=[""] * len(images),
-                           generators=[torch.Generator().manual_seed(s) for s in seeds], strength=strength,
-                           text_guidance=guidance, steps=steps, labels=labels)
+    return GenerationBatch(
+        images=images,
+        image_keys=[str(i) for i in range(len(images))],
+        prompts=[""] * len(images),
+        generators=[torch.Generator().manual_seed(s) for s in seeds],
+        strength=strength,
+        text_guidance=guidance,
+        steps=steps,
+        labels=labels,
+    )
 
 
 def test_backend_is_detected_and_described(model_dir, gen):
@@ -102,20 +111,40 @@ def test_gene_img_writes_the_discl_layout_and_manifest_with_the_pixel_model(mode
     _digit(3).resize((40, 40)).save(data / "imgs" / "a.png")
     _digit(4).resize((40, 40)).save(data / "imgs" / "b.png")
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["imgs/a.png", "imgs/b.png"], "label": [3, 4],
-                  "label_name": ["three", "four"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "sample_id": ["a", "b"],
+            "filepath": ["imgs/a.png", "imgs/b.png"],
+            "label": [3, 4],
+            "label_name": ["three", "four"],
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "syn"
-    cfg = GenerationConfig(data_csv=str(table), output_path=str(out), data_root=str(data), model_id=str(model_dir),
-                           strengths=[0.5, 1.0], text_guidance=[2.0], seeds=[10, 20], steps=10, batch_size=4,
-                           device="cpu", progress=False)
+    cfg = GenerationConfig(
+        data_csv=str(table),
+        output_path=str(out),
+        data_root=str(data),
+        model_id=str(model_dir),
+        strengths=[0.5, 1.0],
+        text_guidance=[2.0],
+        seeds=[10, 20],
+        steps=10,
+        batch_size=4,
+        device="cpu",
+        progress=False,
+    )
     summary = run_generation(cfg)
     assert summary.generated == 8 and summary.failed == 0
     manifest = pd.read_parquet(summary.manifest_path)
     assert list(manifest.columns) == MANIFEST_COLUMNS and len(manifest) == 8
     assert set(manifest["model_id"]) == {str(model_dir)}
     assert set(zip(manifest["width"], manifest["height"])) == {(16, 16)}
-    expected = {f"{name}/Strength{int(100 * s)}_guidance20_seed{seed}/{sid}.jpg"
-                for sid, name in (("a", "three"), ("b", "four")) for s in (0.5, 1.0) for seed in (10, 20)}
+    expected = {
+        f"{name}/Strength{int(100 * s)}_guidance20_seed{seed}/{sid}.jpg"
+        for sid, name in (("a", "three"), ("b", "four"))
+        for s in (0.5, 1.0)
+        for seed in (10, 20)
+    }
     assert set(manifest["path"]) == expected
     for p in expected:
         with Image.open(out / p) as im:
@@ -126,9 +155,9 @@ def test_gene_img_writes_the_discl_layout_and_manifest_with_the_pixel_model(mode
 
 
 def test_non_square_sources_are_center_cropped_not_squashed(tmp_path):
-    from data_generation.generators.pixel_ddpm import pil_to_tensor
-    from data_generation.images import center_crop_to_aspect
-    from training.pixel_data import load_image
+    from curriculum.images import center_crop_to_aspect
+    from data_generation.generation.backends.pixel_ddpm import pil_to_tensor
+    from training.diffusion.data import load_image
 
     wide = np.zeros((16, 48, 3), dtype=np.uint8)
     wide[:, :16] = (255, 0, 0)
@@ -151,7 +180,7 @@ def test_non_square_sources_are_center_cropped_not_squashed(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir_32(tmp_path_factory):
-    from training.pixel_data import PixelDataset
+    from training.diffusion.data import PixelDataset
 
     ds = digits_in_memory(32)
     big = torch.nn.functional.interpolate(ds.images, size=32, mode="bilinear", align_corners=False)
@@ -161,8 +190,9 @@ def model_dir_32(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model_fixture, size", [("model_dir", 16), ("model_dir_32", 32)])
-def test_gene_img_cli_writes_the_discl_layout_and_manifest_with_a_trained_pixel_model(model_fixture, size, request,
-                                                                                        tmp_path):
+def test_gene_img_cli_writes_the_discl_layout_and_manifest_with_a_trained_pixel_model(
+    model_fixture, size, request, tmp_path
+):
     from curriculum.tables import read_parquet_metadata
     from data_generation import gene_img
 
@@ -172,20 +202,52 @@ def test_gene_img_cli_writes_the_discl_layout_and_manifest_with_a_trained_pixel_
     _digit(3).resize((60, 40)).save(data / "imgs" / "a.png")  # not square: center-cropped, not squashed
     _digit(4).resize((40, 40)).save(data / "imgs" / "b.png")
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["imgs/a.png", "imgs/b.png"], "label": [3, 4],
-                  "label_name": ["three", "four"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "sample_id": ["a", "b"],
+            "filepath": ["imgs/a.png", "imgs/b.png"],
+            "label": [3, 4],
+            "label_name": ["three", "four"],
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "syn"
-    argv = ["--data_csv", str(table), "--output_path", str(out), "--data_root", str(data), "--model_id", str(model),
-            "--strengths", "0.5", "1.0", "--text_guidance", "2", "--seeds", "10", "20", "--steps", "4",
-            "--batch_size", "4", "--device", "cpu", "--no_progress", "--merge"]
+    argv = [
+        "--data_csv",
+        str(table),
+        "--output_path",
+        str(out),
+        "--data_root",
+        str(data),
+        "--model_id",
+        str(model),
+        "--strengths",
+        "0.5",
+        "1.0",
+        "--text_guidance",
+        "2",
+        "--seeds",
+        "10",
+        "20",
+        "--steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--device",
+        "cpu",
+        "--no_progress",
+        "--merge",
+    ]
     assert gene_img.main(argv) == 0
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert list(manifest.columns) == MANIFEST_COLUMNS and len(manifest) == 8
     assert set(manifest["model_id"]) == {str(model)}
     assert set(zip(manifest["width"], manifest["height"])) == {(size, size)}
-    assert set(manifest["path"]) == {f"{name}/Strength{int(100 * s)}_guidance20_seed{seed}/{sid}.jpg"
-                                     for sid, name in (("a", "three"), ("b", "four")) for s in (0.5, 1.0)
-                                     for seed in (10, 20)}
+    assert set(manifest["path"]) == {
+        f"{name}/Strength{int(100 * s)}_guidance20_seed{seed}/{sid}.jpg"
+        for sid, name in (("a", "three"), ("b", "four"))
+        for s in (0.5, 1.0)
+        for seed in (10, 20)
+    }
     for p in manifest["path"]:
         with Image.open(out / p) as im:
             assert im.size == (size, size)

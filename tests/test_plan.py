@@ -1,4 +1,5 @@
 """Pure planning: shards, names, seeds, sizes, prompts."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_generation.plan import (
-    choose_prompt, level, plan_variants, shard_bounds, synthetic_id, target_size, variant_dirname,
+from data_generation.generation.plan import (
+    choose_prompt,
+    level,
+    plan_variants,
+    shard_bounds,
+    synthetic_id,
+    target_size,
+    variant_dirname,
 )
-from data_generation.seeding import make_generator, stable_seed
+from data_generation.generation.seeding import make_generator, stable_seed
 
 from .conftest import REPO
 
@@ -41,10 +48,16 @@ def test_discl_folder_names_round_instead_of_truncating():
 
 
 def test_stable_seed_is_the_same_in_other_processes():
-    code = "from data_generation.seeding import stable_seed; print(stable_seed('img_1', 42))"
+    code = "from data_generation.generation.seeding import stable_seed; print(stable_seed('img_1', 42))"
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": h}).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": h},
+        ).stdout.strip()
         for h in ("0", "123")
     }
     assert outs == {str(stable_seed("img_1", 42))}
@@ -70,12 +83,18 @@ def _samples(rows):
 
 
 def test_plan_counts_names_and_failures():
-    samples = _samples([
-        ("a", "a.jpg", 1, "cat"), ("b", "b.jpg", 2, "dog"), ("../evil", "e.jpg", 1, "cat"),
-        ("c", "c.jpg", 3, "../x"), ("d", "d.jpg", 9, "ghost"),
-    ])
-    plan, failures = plan_variants(samples, [0.5, 1.0], [5.0, 10.0], [10, 20, 30], "a photo of a {name}.",
-                                   class_names={1: "cat", 2: "dog", 3: "x"})
+    samples = _samples(
+        [
+            ("a", "a.jpg", 1, "cat"),
+            ("b", "b.jpg", 2, "dog"),
+            ("../evil", "e.jpg", 1, "cat"),
+            ("c", "c.jpg", 3, "../x"),
+            ("d", "d.jpg", 9, "ghost"),
+        ]
+    )
+    plan, failures = plan_variants(
+        samples, [0.5, 1.0], [5.0, 10.0], [10, 20, 30], "a photo of a {name}.", class_names={1: "cat", 2: "dog", 3: "x"}
+    )
     assert len(plan) == 2 * 2 * 2 * 3
     assert plan["synthetic_id"].is_unique
     assert set(plan["sample_id"]) == {"a", "b"}

@@ -1,4 +1,5 @@
 """The offline CLIP stand-in (probe backend): training, save/load, and what its similarities are."""
+
 from __future__ import annotations
 
 import json
@@ -10,24 +11,35 @@ import torch
 from PIL import Image
 
 from data_generation import train_probe
-from data_generation.scorers import SCORERS, ScorerLoadError, load_scorer
-from data_generation.scorers.probe import load_probe
-from data_generation.scoring import ScoringConfig, score_spectrum
-from training.demo_data import long_tail_counts, split_counts, write_long_tailed_digits
+from data_generation.scoring.backends import SCORERS, ScorerLoadError, load_scorer
+from data_generation.scoring.backends.probe import load_probe
+from data_generation.scoring.score import ScoringConfig, score_spectrum
+from training.demo.data import long_tail_counts, split_counts, write_long_tailed_digits
 
 
 @pytest.fixture(scope="module")
 def digits_table(tmp_path_factory):
     """A small long-tailed digits table (8 px PNGs) with test/val/train/pool splits."""
-    return write_long_tailed_digits(tmp_path_factory.mktemp("digits"), n_max=10, imbalance=5, test_per_class=4,
-                                    val_per_class=2, pool_per_class=12, seed=0)
+    return write_long_tailed_digits(
+        tmp_path_factory.mktemp("digits"),
+        n_max=10,
+        imbalance=5,
+        test_per_class=4,
+        val_per_class=2,
+        pool_per_class=12,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="module")
 def probe_dir(digits_table, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "probe"
-    assert train_probe.main(["--data", str(digits_table), "--split", "pool", "--out", str(out), "--epochs", "3",
-                             "--no_progress"]) == 0
+    assert (
+        train_probe.main(
+            ["--data", str(digits_table), "--split", "pool", "--out", str(out), "--epochs", "3", "--no_progress"]
+        )
+        == 0
+    )
     return out
 
 
@@ -86,23 +98,48 @@ def test_comp_clip_scores_with_the_probe_scores_probabilities(probe_dir, digits_
     df = df[df["split"] == "train"].head(6).reset_index(drop=True)
     syn = tmp_path / "syn"
     rows = []
-    for i, r in df.iterrows():
+    for _, r in df.iterrows():
         for wrong in (False, True):
             label = (int(r["label"]) + 1) % 10 if wrong else int(r["label"])
             name = load_probe(probe_dir)[1].class_names[label]
             rel = f"{name}/Strength50_guidance20_seed{10 + wrong}/{r['sample_id']}.jpg"
             (syn / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.open(digits_table.parent / r["filepath"]).convert("RGB").save(syn / rel, quality=95)
-            rows.append({"synthetic_id": f"{r['sample_id']}/{wrong}", "sample_id": r["sample_id"], "label": label,
-                         "label_name": name, "prompt": f"a photo of the digit {name}", "strength": 0.5,
-                         "image_guidance": 0.5, "text_guidance": 2.0, "seed": 10 + wrong, "model_id": "x",
-                         "steps": 10, "width": 8, "height": 8, "path": rel, "filepath": r["filepath"]})
+            rows.append(
+                {
+                    "synthetic_id": f"{r['sample_id']}/{wrong}",
+                    "sample_id": r["sample_id"],
+                    "label": label,
+                    "label_name": name,
+                    "prompt": f"a photo of the digit {name}",
+                    "strength": 0.5,
+                    "image_guidance": 0.5,
+                    "text_guidance": 2.0,
+                    "seed": 10 + wrong,
+                    "model_id": "x",
+                    "steps": 10,
+                    "width": 8,
+                    "height": 8,
+                    "path": rel,
+                    "filepath": r["filepath"],
+                }
+            )
     from curriculum.tables import write_parquet
 
     write_parquet(pd.DataFrame(rows), syn / "manifest.parquet", {"config": {"data_root": str(digits_table.parent)}})
-    res = score_spectrum(ScoringConfig(syn_path=str(syn), real_path=str(digits_table.parent), clip_backend="probe",
-                                       clip_model=str(probe_dir), threshold=0.5, device="cpu", plots=False,
-                                       progress=False, num_workers=0))
+    res = score_spectrum(
+        ScoringConfig(
+            syn_path=str(syn),
+            real_path=str(digits_table.parent),
+            clip_backend="probe",
+            clip_model=str(probe_dir),
+            threshold=0.5,
+            device="cpu",
+            plots=False,
+            progress=False,
+            num_workers=0,
+        )
+    )
     s = res.scores
     assert (s["score_status"] == "ok").all()
     assert ((s["clip_txt_sim"] >= 0) & (s["clip_txt_sim"] <= 1)).all()

@@ -1,4 +1,5 @@
 """Prompt templates and diversified prompts from an OpenAI-compatible endpoint / a local transformers model."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ import pandas as pd
 import pytest
 
 from data_generation import get_text_prompt
-from data_generation.prompts import class_prompts, parse_answer, templates, validate
+from data_generation.prompting.text_prompts import class_prompts, parse_answer, templates, validate
 
-GOOD = [f"A {{name}} walks slowly across the dry savanna grass at dawn while birds circle overhead number {i}."
-        for i in range(10)]
+GOOD = [
+    f"A {{name}} walks slowly across the dry savanna grass at dawn while birds circle overhead number {i}."
+    for i in range(10)
+]
 
 
 class FakeChat(BaseHTTPRequestHandler):
@@ -25,7 +28,11 @@ class FakeChat(BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         FakeChat.calls.append((prompt, self.headers.get("Authorization")))
         name = "zebra" if "zebra" in prompt else "cheetah"
-        answer = json.dumps(["too short"] * 10) if name == "zebra" else "Sure!\n" + json.dumps([g.format(name=name) for g in GOOD])
+        answer = (
+            json.dumps(["too short"] * 10)
+            if name == "zebra"
+            else "Sure!\n" + json.dumps([g.format(name=name) for g in GOOD])
+        )
         data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -67,8 +74,14 @@ def test_parse_and_validate():
 def test_openai_endpoint_validates_and_resumes(tmp_path, chat_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a", "b", "c"], "filepath": ["a.jpg", "b.jpg", "c.jpg"], "label": [0, 0, 1],
-                  "label_name": ["cheetah", "cheetah", "zebra"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c"],
+            "filepath": ["a.jpg", "b.jpg", "c.jpg"],
+            "label": [0, 0, 1],
+            "label_name": ["cheetah", "cheetah", "zebra"],
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "prompts.json"
     argv = ["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server, "--max_tries", "2"]
     assert get_text_prompt.main(argv) == 1  # zebra's answers are too short: reported, not saved
@@ -88,20 +101,25 @@ def test_openai_without_a_key_fails_at_once_naming_the_variable(tmp_path, monkey
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("MY_LLM_KEY", raising=False)
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a", "b"], "filepath": ["a.jpg", "b.jpg"], "label": [0, 1],
-                  "label_name": ["cheetah", "zebra"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {"sample_id": ["a", "b"], "filepath": ["a.jpg", "b.jpg"], "label": [0, 1], "label_name": ["cheetah", "zebra"]}
+    ).to_csv(table, index=False)
     out = tmp_path / "prompts.json"
     assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out)]) == 2
     err = capsys.readouterr().err
     assert "OPENAI_API_KEY" in err and "api.openai.com" in err and not out.exists()
-    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_key_env", "MY_LLM_KEY"]) == 2
+    assert (
+        get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_key_env", "MY_LLM_KEY"]) == 2
+    )
     assert "MY_LLM_KEY" in capsys.readouterr().err
 
 
 def test_local_server_needs_no_key_and_a_named_key_variable_is_sent(tmp_path, chat_server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label": [0], "label_name": ["cheetah"]}).to_csv(table, index=False)
+    pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label": [0], "label_name": ["cheetah"]}).to_csv(
+        table, index=False
+    )
     out = tmp_path / "prompts.json"
     assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server]) == 0
     assert len(json.loads(out.read_text())["cheetah"]) == 10
@@ -109,8 +127,21 @@ def test_local_server_needs_no_key_and_a_named_key_variable_is_sent(tmp_path, ch
     FakeChat.calls = []
     monkeypatch.setenv("MY_LLM_KEY", "sk-local")
     out.unlink()
-    assert get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(out), "--api_base", chat_server,
-                                 "--api_key_env", "MY_LLM_KEY"]) == 0
+    assert (
+        get_text_prompt.main(
+            [
+                "--data_csv",
+                str(table),
+                "--prompt_json",
+                str(out),
+                "--api_base",
+                chat_server,
+                "--api_key_env",
+                "MY_LLM_KEY",
+            ]
+        )
+        == 0
+    )
     assert FakeChat.calls[0][1] == "Bearer sk-local"
 
 
@@ -136,11 +167,25 @@ def test_a_refused_key_stops_at_the_first_request(tmp_path, monkeypatch, capsys)
     RefusingChat.calls = 0
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     table = tmp_path / "hard.csv"
-    pd.DataFrame({"sample_id": ["a", "b", "c"], "filepath": ["a.jpg", "b.jpg", "c.jpg"], "label": [0, 1, 2],
-                  "label_name": ["cheetah", "zebra", "lion"]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c"],
+            "filepath": ["a.jpg", "b.jpg", "c.jpg"],
+            "label": [0, 1, 2],
+            "label_name": ["cheetah", "zebra", "lion"],
+        }
+    ).to_csv(table, index=False)
     try:
-        code = get_text_prompt.main(["--data_csv", str(table), "--prompt_json", str(tmp_path / "p.json"),
-                                     "--api_base", f"http://127.0.0.1:{server.server_address[1]}/v1"])
+        code = get_text_prompt.main(
+            [
+                "--data_csv",
+                str(table),
+                "--prompt_json",
+                str(tmp_path / "p.json"),
+                "--api_base",
+                f"http://127.0.0.1:{server.server_address[1]}/v1",
+            ]
+        )
     finally:
         server.shutdown()
     assert code == 2 and RefusingChat.calls == 1  # not 3 classes x 3 tries
@@ -153,11 +198,13 @@ def tiny_lm_dir(tmp_path_factory):
     """A tiny random GPT-2 (with the CLIP BPE tokenizer, which ships offline) saved to a folder."""
     from transformers import CLIPTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from data_generation.tiny_models import write_clip_tokenizer
+    from data_generation.model_builders.tiny import write_clip_tokenizer
 
     root = tmp_path_factory.mktemp("lm")
     folder = root / "tiny-gpt2"
-    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=49408, n_positions=256)).save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=49408, n_positions=256)).save_pretrained(
+        folder
+    )
     # any BPE tokenizer works for the plumbing; the CLIP one ships offline
     CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(root / "tok"))).save_pretrained(folder)
     return folder
@@ -165,7 +212,7 @@ def tiny_lm_dir(tmp_path_factory):
 
 def test_local_transformers_model_goes_through_validation(tmp_path, tiny_lm_dir):
     """A tiny random GPT-2 saved to a folder loads through the real pipeline; its babble is rejected."""
-    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+    from data_generation.prompting.text_prompts import LocalTextGeneration, generate_prompt_file
 
     lm = LocalTextGeneration(model=str(tiny_lm_dir), max_new_tokens=8)
     assert isinstance(lm("a photo of"), str)
@@ -175,19 +222,21 @@ def test_local_transformers_model_goes_through_validation(tmp_path, tiny_lm_dir)
 
 def test_local_model_retries_sample_with_a_new_seed(tmp_path, tiny_lm_dir):
     """Each retry of a rejected answer samples with seed + attempt: retries differ, and a fresh run repeats them."""
-    from data_generation.prompts import LocalTextGeneration, generate_prompt_file
+    from data_generation.prompting.text_prompts import LocalTextGeneration, generate_prompt_file
 
     def recorded(lm, answers):
         def ask(prompt):
             answers.append(lm(prompt))
             return answers[-1]
+
         return ask
 
     first, again = [], []
     for answers in (first, again):
         lm = LocalTextGeneration(model=str(tiny_lm_dir), max_new_tokens=12, seed=5)
-        run = generate_prompt_file(["cheetah"], tmp_path / "p.json", recorded(lm, answers), n=2, min_words=15,
-                                   max_tries=3, progress=False)
+        run = generate_prompt_file(
+            ["cheetah"], tmp_path / "p.json", recorded(lm, answers), n=2, min_words=15, max_tries=3, progress=False
+        )
         assert run.failed and len(answers) == 3
     assert len(set(first)) == 3  # three attempts, three different answers
     assert first == again  # deterministic: attempt k always samples with seed 5 + k

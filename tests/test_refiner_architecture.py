@@ -1,15 +1,19 @@
 """The SDXL refiner architecture written out in code: published config values, parameter counts, the refiner
 form's size relations, and a small-width build that runs through gene_img's backend (never the full one here)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from data_generation.generators import GenerationBatch, detect_generator, load_generator
-from data_generation.refiner_architecture import (
-    build_refiner_modules, micro_conditioning_dim, refiner_architecture_configs, save_refiner_architecture,
+from data_generation.generation.backends import GenerationBatch, detect_generator, load_generator
+from data_generation.generation.seeding import make_generator
+from data_generation.model_builders.refiner import (
+    build_refiner_modules,
+    micro_conditioning_dim,
+    refiner_architecture_configs,
+    save_refiner_architecture,
 )
-from data_generation.seeding import make_generator
 
 
 def test_configs_hold_the_published_refiner_values():
@@ -18,12 +22,24 @@ def test_configs_hold_the_published_refiner_values():
     assert unet["block_out_channels"] == (384, 768, 1536, 1536)
     assert unet["down_block_types"] == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
     assert unet["up_block_types"] == ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
-    assert (unet["transformer_layers_per_block"], unet["attention_head_dim"], unet["layers_per_block"]) == (4, (6, 12, 24, 24), 2)
+    assert (unet["transformer_layers_per_block"], unet["attention_head_dim"], unet["layers_per_block"]) == (
+        4,
+        (6, 12, 24, 24),
+        2,
+    )
     assert (unet["cross_attention_dim"], unet["addition_time_embed_dim"], unet["sample_size"]) == (1280, 256, 128)
     assert unet["addition_embed_type"] == "text_time" and unet["use_linear_projection"] is True
-    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"], text["projection_dim"]) == (1280, 32, 20, 1280)
+    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"], text["projection_dim"]) == (
+        1280,
+        32,
+        20,
+        1280,
+    )
     assert (text["intermediate_size"], text["hidden_act"], text["vocab_size"]) == (5120, "gelu", 49408)
-    assert vae["block_out_channels"] == (128, 256, 512, 512) and (vae["scaling_factor"], vae["force_upcast"]) == (0.13025, True)
+    assert vae["block_out_channels"] == (128, 256, 512, 512) and (vae["scaling_factor"], vae["force_upcast"]) == (
+        0.13025,
+        True,
+    )
     assert (sched["beta_schedule"], sched["timestep_spacing"], sched["steps_offset"]) == ("scaled_linear", "leading", 1)
     assert c["pipeline"] == {"requires_aesthetics_score": True, "force_zeros_for_empty_prompt": False}
 
@@ -66,8 +82,16 @@ def test_small_refiner_saved_and_loaded_runs_through_the_gene_img_backend(tmp_pa
     from PIL import Image
 
     image = Image.new("RGB", (64, 48), (120, 90, 40))
-    got = gen.generate(GenerationBatch(images=[image, image], image_keys=["a", "a"], prompts=["a photo of a cat."] * 2,
-                                       generators=[make_generator("a", s) for s in (10, 20)], strength=0.5,
-                                       text_guidance=5.0, steps=4))
+    got = gen.generate(
+        GenerationBatch(
+            images=[image, image],
+            image_keys=["a", "a"],
+            prompts=["a photo of a cat."] * 2,
+            generators=[make_generator("a", s) for s in (10, 20)],
+            strength=0.5,
+            text_guidance=5.0,
+            steps=4,
+        )
+    )
     assert [a.shape for a in got] == [(48, 64, 3)] * 2
     assert all(np.isfinite(a).all() for a in got) and np.abs(got[0] - got[1]).max() > 1e-4

@@ -1,4 +1,5 @@
 """CLIP scorer backends on tiny real models saved to and loaded from folders."""
+
 from __future__ import annotations
 
 import time
@@ -8,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data_generation.embedding_cache import EmbeddingCache, file_key
-from data_generation.scorers import SCORERS, ScorerLoadError, load_scorer
-
+from data_generation.scoring.backends import SCORERS, ScorerLoadError, load_scorer
+from data_generation.scoring.cache import EmbeddingCache, file_key
 
 PROMPTS = ["a photo of cheetah in the wild", "a photo of a zebra.", "a much longer prompt: " + "stripes " * 90]
 
@@ -28,8 +28,12 @@ def _direct(backend: str, folder, images, texts):
         model, proc = CLIPModel.from_pretrained(str(folder)).eval(), CLIPProcessor.from_pretrained(str(folder))
         with torch.no_grad():
             img = [model.get_image_features(**proc(images=im, return_tensors="pt")).pooler_output[0] for im in images]
-            txt = [model.get_text_features(**proc(text=[t], return_tensors="pt", truncation=True, max_length=77)).pooler_output[0]
-                   for t in texts]
+            txt = [
+                model.get_text_features(
+                    **proc(text=[t], return_tensors="pt", truncation=True, max_length=77)
+                ).pooler_output[0]
+                for t in texts
+            ]
     else:
         import open_clip
 
@@ -39,7 +43,10 @@ def _direct(backend: str, folder, images, texts):
         with torch.no_grad():
             img = [model.encode_image(pre(im)[None])[0] for im in images]
             txt = [model.encode_text(tok([t]))[0] for t in texts]
-    norm = lambda v: (v / v.norm()).numpy()
+
+    def norm(v):
+        return (v / v.norm()).numpy()
+
     return np.stack([norm(v) for v in img]), np.stack([norm(v) for v in txt])
 
 

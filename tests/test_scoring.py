@@ -1,4 +1,5 @@
 """CLIPScore scoring of a real generated spectrum with tiny CLIP models loaded from folders."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,17 +9,23 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curriculum.images import load_rgb
 from curriculum.tables import read_parquet_metadata
-from data_generation.images import load_rgb
-from data_generation.scorers import load_scorer
-from data_generation.scoring import ScoringConfig, keep_mask, score_spectrum
-from data_generation.spectrum_index import build_index
-
+from data_generation.scoring.backends import load_scorer
+from data_generation.scoring.index import build_index
+from data_generation.scoring.score import ScoringConfig, keep_mask, score_spectrum
 
 
 def _cfg(sp, backend, clip_dirs, **kw) -> ScoringConfig:
-    base = dict(syn_path=str(sp["syn"]), clip_backend=backend, clip_model=str(clip_dirs[backend]), progress=False,
-                output_dir=str(sp["root"] / f"out-{backend}"), cache_dir=str(sp["root"] / "cache"), plots=False)
+    base = dict(
+        syn_path=str(sp["syn"]),
+        clip_backend=backend,
+        clip_model=str(clip_dirs[backend]),
+        progress=False,
+        output_dir=str(sp["root"] / f"out-{backend}"),
+        cache_dir=str(sp["root"] / "cache"),
+        plots=False,
+    )
     base.update(kw)
     return ScoringConfig(**base)
 
@@ -81,15 +88,31 @@ def test_keep_mask_edges():
 def test_folder_walk_finds_the_same_images_as_the_manifest(clip_dirs, spectrum_copy):
     sp = spectrum_copy
     by_manifest = build_index(sp["syn"], real_path=sp["data"]).rows
-    by_walk = build_index(sp["syn"], real_path=sp["data"], walk=True, data_csv=sp["csv"], prompt_template="iwildcam").rows
-    cols = ["synthetic_id", "sample_id", "label", "label_name", "strength", "text_guidance", "seed", "path", "filepath", "real_file"]
+    by_walk = build_index(
+        sp["syn"], real_path=sp["data"], walk=True, data_csv=sp["csv"], prompt_template="iwildcam"
+    ).rows
+    cols = [
+        "synthetic_id",
+        "sample_id",
+        "label",
+        "label_name",
+        "strength",
+        "text_guidance",
+        "seed",
+        "path",
+        "filepath",
+        "real_file",
+    ]
     a = by_manifest.sort_values("synthetic_id")[cols].reset_index(drop=True)
     b = by_walk.sort_values("synthetic_id")[cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
     assert len(a) == len(sp["strengths"]) * len(sp["seeds"]) * 2
     # the canonical-table prompt template is 'a photo of a {name}.'; the walk rebuilds it from the class folder
     walk_default = build_index(sp["syn"], real_path=sp["data"], walk=True, data_csv=sp["csv"]).rows
-    assert (walk_default.sort_values("synthetic_id")["prompt"].to_numpy() == by_manifest.sort_values("synthetic_id")["prompt"].to_numpy()).all()
+    assert (
+        walk_default.sort_values("synthetic_id")["prompt"].to_numpy()
+        == by_manifest.sort_values("synthetic_id")["prompt"].to_numpy()
+    ).all()
 
     # no manifest at all (a reference-made folder) and no CSV: real images are found by image name
     for f in sp["syn"].glob("manifest*.parquet"):
@@ -107,7 +130,9 @@ def test_folder_walk_finds_the_same_images_as_the_manifest(clip_dirs, spectrum_c
 def test_walk_and_manifest_give_equal_scores(clip_dirs, spectrum_copy):
     sp = spectrum_copy
     m = score_spectrum(_cfg(sp, "transformers", clip_dirs, real_path=str(sp["data"]))).scores.set_index("synthetic_id")
-    w = score_spectrum(_cfg(sp, "transformers", clip_dirs, real_path=str(sp["data"]), walk=True, data_csv=str(sp["csv"]))).scores
+    w = score_spectrum(
+        _cfg(sp, "transformers", clip_dirs, real_path=str(sp["data"]), walk=True, data_csv=str(sp["csv"]))
+    ).scores
     w = w.set_index("synthetic_id").loc[m.index]
     np.testing.assert_allclose(w["clip_txt_sim"], m["clip_txt_sim"], atol=1e-6)
     np.testing.assert_allclose(w["clip_img_sim"], m["clip_img_sim"], atol=1e-6)
@@ -123,7 +148,10 @@ def test_corrupt_and_missing_images_are_reported_and_marked_not_fatal(clip_dirs,
     (sp["data"] / "imgs" / "zebra01.jpg").unlink()  # the real source of every zebra variant
     res = score_spectrum(_cfg(sp, "open_clip", clip_dirs, real_path=str(sp["data"]), threshold=-1.0))
     s = res.scores.set_index("path")
-    assert s.loc[cheetah[0], "score_status"].startswith("unreadable synthetic image") and cheetah[0] in s.loc[cheetah[0], "score_status"]
+    assert (
+        s.loc[cheetah[0], "score_status"].startswith("unreadable synthetic image")
+        and cheetah[0] in s.loc[cheetah[0], "score_status"]
+    )
     assert s.loc[cheetah[1], "score_status"].startswith("missing synthetic image")
     real_missing = str(sp["data"] / "imgs" / "zebra01.jpg")
     assert all(s.loc[p, "score_status"] == f"missing real image {real_missing}" for p in zebra)
@@ -135,12 +163,18 @@ def test_corrupt_and_missing_images_are_reported_and_marked_not_fatal(clip_dirs,
     assert s.loc[zebra, "keep"].all() and s.drop(index=cheetah[:2])["keep"].all() and len(s) == 12
     fails = pd.read_csv(res.paths["failures"])
     assert sorted(fails["path"]) == sorted(bad)  # every problem is still reported with its path
-    assert res.failure_reasons == {"unreadable synthetic image": 1, "missing synthetic image": 1, "missing real image": 6}
+    assert res.failure_reasons == {
+        "unreadable synthetic image": 1,
+        "missing synthetic image": 1,
+        "missing real image": 6,
+    }
     filtered = pd.read_parquet(res.paths["filtered"])
     assert sorted(filtered["path"]) == sorted(s.index.difference(cheetah[:2]))
 
     # with --img_threshold the image-image score filters too: a row without a real image cannot pass it
-    res = score_spectrum(_cfg(sp, "open_clip", clip_dirs, real_path=str(sp["data"]), threshold=-1.0, img_threshold=-1.0))
+    res = score_spectrum(
+        _cfg(sp, "open_clip", clip_dirs, real_path=str(sp["data"]), threshold=-1.0, img_threshold=-1.0)
+    )
     s = res.scores.set_index("path")
     assert not s.loc[bad, "keep"].any()
     assert s.drop(index=bad)["keep"].all() and len(s.drop(index=bad)) == 4  # the rest is scored and kept

@@ -1,4 +1,5 @@
 """Channel-sparsity maths: the stage schedule, the cosine λ, the group-L1 penalty and regrowth choices."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,12 @@ import pytest
 import torch
 
 from curriculum.sparsity import (
-    choose_regrowth, cosine_lambda, group_l1, n_active, stage_sparsities, zero_channel_fraction,
+    choose_regrowth,
+    cosine_lambda,
+    group_l1,
+    n_active,
+    stage_sparsities,
+    zero_channel_fraction,
 )
 
 
@@ -78,5 +84,11 @@ def test_random_regrowth_is_seeded_and_only_inactive():
 def test_variant_aliases_resolve_to_canonical_names():
     from curriculum.sparsity import SPARSITY_VARIANTS
 
-    assert [SPARSITY_VARIANTS.get(n) for n in ("c", "none", "mask", "cs", "group_l1", "cr")] == \
-        ["none", "none", "cs", "cs", "cr", "cr"]
+    assert [SPARSITY_VARIANTS.get(n) for n in ("c", "none", "mask", "cs", "group_l1", "cr")] == [
+        "none",
+        "none",
+        "cs",
+        "cs",
+        "cr",
+        "cr",
+    ]

@@ -1,4 +1,5 @@
 """The sample-table contract: both DisCL layouts verbatim, canonical CSV/Parquet, clear errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,12 @@ import pandas as pd
 import pytest
 
 from curriculum.tables import (
-    TableError, atomic_path, read_class_names, read_parquet_metadata, read_sample_table, to_discl_layout,
+    TableError,
+    atomic_path,
+    read_class_names,
+    read_parquet_metadata,
+    read_sample_table,
+    to_discl_layout,
     write_parquet,
 )
 
@@ -21,7 +27,9 @@ def test_reads_discl_iwildcam_layout_verbatim(tmp_path):
     row = df.iloc[0]
     assert row.sample_id == "8b5d271c-21bc-11ea-a13a-137349068a90"
     assert row.label == 58 and row.label_name == "Cheetah"
-    assert row.source_path == str(tmp_path / "data_generation/iWildCam/sample_imgs/8b5d271c-21bc-11ea-a13a-137349068a90.jpg")
+    assert row.source_path == str(
+        tmp_path / "data_generation/iWildCam/sample_imgs/8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
+    )
 
 
 def test_reads_discl_imagenet_lt_layout_verbatim():
@@ -36,10 +44,15 @@ def test_reads_discl_imagenet_lt_layout_verbatim():
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_canonical_table_csv_and_parquet_with_duplicates_dropped(tmp_path, suffix):
-    src = pd.DataFrame({
-        "sample_id": ["a", "b", "a"], "filepath": ["x/a.jpg", "/abs/b.jpg", "x/a.jpg"],
-        "label": [1, 2, 1], "label_name": ["cat", "dog", "cat"], "split": ["train"] * 3,
-    })
+    src = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "a"],
+            "filepath": ["x/a.jpg", "/abs/b.jpg", "x/a.jpg"],
+            "label": [1, 2, 1],
+            "label_name": ["cat", "dog", "cat"],
+            "split": ["train"] * 3,
+        }
+    )
     path = tmp_path / f"t{suffix}"
     src.to_csv(path, index=False) if suffix == ".csv" else src.to_parquet(path)
     df = read_sample_table(path, data_root="/root")
@@ -67,7 +80,9 @@ def test_errors_name_the_file_column_and_row(tmp_path):
     with pytest.raises(TableError, match=r"bad\.csv: the table has no rows"):
         read_sample_table(_write(tmp_path, "filepath,image_name,label,classname\n"))
     with pytest.raises(TableError, match=r"bad\.csv: row 2: column 'label' must be an integer, got 'seven'"):
-        read_sample_table(_write(tmp_path, "filepath,image_name,label,classname\na.jpg,a.jpg,1,x\nb.jpg,b.jpg,seven,y\n"))
+        read_sample_table(
+            _write(tmp_path, "filepath,image_name,label,classname\na.jpg,a.jpg,1,x\nb.jpg,b.jpg,seven,y\n")
+        )
     with pytest.raises(TableError, match=r"row 1: empty 'filepath'"):
         read_sample_table(_write(tmp_path, "sample_id,filepath,label,label_name\na,,1,x\n"))
     with pytest.raises(TableError, match=r"sample_id 'a' names different rows"):
@@ -90,18 +105,25 @@ def test_almost_discl_layouts_name_the_file_closest_layout_and_missing_columns(t
 
     lt = tmp_path / "ImageNet_LT_hard.csv"
     lt.write_text("filepath,image_name,label\ntrain/n01/a.JPEG,a.JPEG,3\n")
-    with pytest.raises(TableError, match=r"ImageNet_LT_hard\.csv: unknown sample-table layout: closest is DisCL's "
-                                         r"ImageNet-LT layout \(filepath,image_name,label,classname\); "
-                                         r"missing column\(s\) \['classname'\]"):
+    with pytest.raises(
+        TableError,
+        match=r"ImageNet_LT_hard\.csv: unknown sample-table layout: closest is DisCL's "
+        r"ImageNet-LT layout \(filepath,image_name,label,classname\); "
+        r"missing column\(s\) \['classname'\]",
+    ):
         read_sample_table(lt)
     # a near-miss column name is pointed out
     typo = tmp_path / "typo.csv"
     typo.write_text(iwildcam[0].replace("img_name", "img name") + "\n" + iwildcam[1] + "\n")
-    with pytest.raises(TableError, match=r"typo\.csv: .*iWildCam.*\['img_name'\] \(is 'img name' meant to be 'img_name'\?\)"):
+    with pytest.raises(
+        TableError, match=r"typo\.csv: .*iWildCam.*\['img_name'\] \(is 'img name' meant to be 'img_name'\?\)"
+    ):
         read_sample_table(typo)
     canonical = tmp_path / "c.parquet"
     pd.DataFrame({"sample_id": ["a"], "filepath": ["a.jpg"], "label_name": ["cat"]}).to_parquet(canonical)
-    with pytest.raises(TableError, match=r"c\.parquet: .*closest is the canonical layout .*missing column\(s\) \['label'\]"):
+    with pytest.raises(
+        TableError, match=r"c\.parquet: .*closest is the canonical layout .*missing column\(s\) \['label'\]"
+    ):
         read_sample_table(canonical)
     # nothing in common with any layout: the three expected headers are listed
     with pytest.raises(TableError, match=r"none\.csv: unknown sample-table layout; expected the canonical columns"):
@@ -110,20 +132,33 @@ def test_almost_discl_layouts_name_the_file_closest_layout_and_missing_columns(t
 
 def test_label_missing_from_the_class_name_map_is_reported_with_its_sample_and_map(tmp_path):
     """gene_img's planner: a label the --class_names map lacks fails that sample, naming it, the label and the map."""
-    from data_generation.plan import plan_variants
+    from data_generation.generation.plan import plan_variants
 
     table = read_sample_table(ASSETS / "sample_iwildcam.csv", data_root=tmp_path)
     names_csv = tmp_path / "names.csv"
     pd.DataFrame({"label": [0, 1], "classname": ["empty", "peccary"]}).to_csv(names_csv, index=False)
-    plan, failures = plan_variants(table, [0.5], [10.0], [10], "a photo of {name} in the wild",
-                                   class_names=read_class_names(names_csv), class_names_source=str(names_csv))
+    plan, failures = plan_variants(
+        table,
+        [0.5],
+        [10.0],
+        [10],
+        "a photo of {name} in the wild",
+        class_names=read_class_names(names_csv),
+        class_names_source=str(names_csv),
+    )
     assert len(plan) == 0 and len(failures) == 1
     sid = "8b5d271c-21bc-11ea-a13a-137349068a90"
     assert failures[0].sample_id == sid
     assert failures[0].reason == f"sample {sid!r}: label 58 ('Cheetah') has no name in the class-name map {names_csv}"
     # with the bundled map the same row plans
-    plan, failures = plan_variants(table, [0.5], [10.0], [10], "a photo of {name} in the wild",
-                                   class_names=read_class_names(ASSETS / "iwildcam_class_names.csv"))
+    plan, failures = plan_variants(
+        table,
+        [0.5],
+        [10.0],
+        [10],
+        "a photo of {name} in the wild",
+        class_names=read_class_names(ASSETS / "iwildcam_class_names.csv"),
+    )
     assert failures == [] and plan["prompt"].tolist() == ["a photo of cheetah in the wild"]
 
 
@@ -136,15 +171,19 @@ def test_class_name_maps():
     assert common[58] == "cheetah" and sorted(common) == sorted(labels)
 
 
-@pytest.mark.parametrize("layout,asset", [("iwildcam", "sample_iwildcam.csv"), ("imagenet_lt", "sample_imagenet_lt.csv")])
+@pytest.mark.parametrize(
+    "layout,asset", [("iwildcam", "sample_iwildcam.csv"), ("imagenet_lt", "sample_imagenet_lt.csv")]
+)
 def test_discl_layout_round_trip(tmp_path, layout, asset):
     original = read_sample_table(ASSETS / asset)
     out = tmp_path / "hard.csv"
     to_discl_layout(original, layout).to_csv(out, index=(layout == "iwildcam"))
     assert out.read_text().splitlines()[0] == (ASSETS / asset).read_text().splitlines()[0]
     again = read_sample_table(out)
-    pd.testing.assert_frame_equal(again[["sample_id", "filepath", "label", "label_name"]],
-                                  original[["sample_id", "filepath", "label", "label_name"]])
+    pd.testing.assert_frame_equal(
+        again[["sample_id", "filepath", "label", "label_name"]],
+        original[["sample_id", "filepath", "label", "label_name"]],
+    )
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):

@@ -1,4 +1,5 @@
 """Timestep curriculum: stage ranges, the epoch -> stage map and the samplers' distributions, exactly."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,12 @@ import pytest
 import torch
 
 from curriculum.timestep import (
-    TIMESTEP_SAMPLERS, StageSchedule, integer_range, make_timestep_sampler, soft_timestep_weights, stage_ranges,
+    TIMESTEP_SAMPLERS,
+    StageSchedule,
+    integer_range,
+    make_timestep_sampler,
+    soft_timestep_weights,
+    stage_ranges,
 )
 
 
@@ -17,8 +23,9 @@ def test_default_stage_ranges_are_the_seed_recipe():
     assert s.epochs == (5, 10, 15, 20, 30) and s.total_epochs == 80 and s.n_stages == 5
 
 
-@pytest.mark.parametrize("lo,expected", [(0.8, (800, 999)), (0.6, (600, 999)), (0.4, (400, 999)), (0.2, (200, 999)),
-                                         (0.0, (0, 999))])
+@pytest.mark.parametrize(
+    "lo,expected", [(0.8, (800, 999)), (0.6, (600, 999)), (0.4, (400, 999)), (0.2, (200, 999)), (0.0, (0, 999))]
+)
 def test_integer_ranges_of_the_default_stages(lo, expected):
     # 0.2 * 1000 is 200.00000000000003 in floats: the range must still start at 200, not 201
     assert integer_range(lo, 1.0, 1000) == expected

@@ -1,4 +1,5 @@
 """Phase 2 training on tiny models: FLYP on a fake iWildCam tree, a long-tail ResNet on a tiny ImageNet-LT."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_generation.datasets import load_imagenet_lt, load_wilds_iwildcam
+from data_generation.mining.datasets import load_imagenet_lt, load_wilds_iwildcam
 from training import finetune_flyp, train_lt
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.classifier import lt_epoch_composer
-from training.data import load_real, load_synthetic, stage_items
-from training.losses import balanced_softmax, log_class_prior
+from training.trainers.checkpoint import load_checkpoint, save_checkpoint
+from training.trainers.classifier import lt_epoch_composer
+from training.trainers.data import load_real, load_synthetic, stage_items
+from training.trainers.losses import balanced_softmax, log_class_prior
 
 from .fakes import make_fake_imagenet_lt, make_fake_iwildcam, make_synthetic_manifest, register_tiny_open_clip
 
@@ -31,15 +32,49 @@ def iwildcam(tmp_path):
     hard = table[table["hard"]]
     manifest = make_synthetic_manifest(tmp_path / "syn", hard, strengths=(0.5, 0.3, 0.1), seeds=(1, 2), keep_every=1)
     model_name = register_tiny_open_clip(tmp_path / "clipcfg")
-    return {"table": table_path, "root": table.attrs["data_root"], "manifest": manifest, "model": model_name,
-            "n_train": 12, "n_hard": len(hard)}
+    return {
+        "table": table_path,
+        "root": table.attrs["data_root"],
+        "manifest": manifest,
+        "model": model_name,
+        "n_train": 12,
+        "n_hard": len(hard),
+    }
 
 
 def _flyp_argv(d, run_dir, *extra):
-    return ["--data_table", str(d["table"]), "--data_root", d["root"], "--syn_manifest", str(d["manifest"]),
-            "--model", d["model"], "--pretrained", "", "--run_dir", str(run_dir), "--epochs", "3",
-            "--batch_size", "8", "--lr", "1e-4", "--warmup_steps", "2", "--num_workers", "0", "--device", "cpu",
-            "--curriculum", "--curriculum_epoch", "2", "--curriculum_val_size", "2", *extra]
+    return [
+        "--data_table",
+        str(d["table"]),
+        "--data_root",
+        d["root"],
+        "--syn_manifest",
+        str(d["manifest"]),
+        "--model",
+        d["model"],
+        "--pretrained",
+        "",
+        "--run_dir",
+        str(run_dir),
+        "--epochs",
+        "3",
+        "--batch_size",
+        "8",
+        "--lr",
+        "1e-4",
+        "--warmup_steps",
+        "2",
+        "--num_workers",
+        "0",
+        "--device",
+        "cpu",
+        "--curriculum",
+        "--curriculum_epoch",
+        "2",
+        "--curriculum_val_size",
+        "2",
+        *extra,
+    ]
 
 
 def test_stage_items_keep_non_hard_real_data(iwildcam):
@@ -136,8 +171,9 @@ def test_flyp_adaptive_run_resumed_mid_curriculum_equals_uninterrupted(iwildcam,
     _assert_same_run(a, b)
     sched = pd.read_csv(b / "schedule.csv")
     assert sched["next_level"].notna().sum() == 2 and sched["level"].tolist()[-1] == 100  # two adaptive choices
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "dynamics.parquet"), pd.read_parquet(b / "dynamics.parquet"),
-                                  atol=1e-6)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a / "dynamics.parquet"), pd.read_parquet(b / "dynamics.parquet"), atol=1e-6
+    )
     state_a, state_b = (json.loads((r / "adaptive_schedule.json").read_text()) for r in (a, b))
     assert state_a == state_b
 
@@ -155,9 +191,18 @@ def test_balanced_softmax_by_formula():
 
 
 def test_lt_epoch_composition_tops_up_the_tail():
-    real = pd.DataFrame({"sample_id": [f"s{i}" for i in range(1000)], "source_path": "x", "label": [0] * 900 + [1] * 100})
-    syn = pd.DataFrame({"synthetic_id": [f"y{i}" for i in range(300)], "sample_id": "t", "path": "p", "label": 1,
-                        "level": [10] * 150 + [30] * 150})
+    real = pd.DataFrame(
+        {"sample_id": [f"s{i}" for i in range(1000)], "source_path": "x", "label": [0] * 900 + [1] * 100}
+    )
+    syn = pd.DataFrame(
+        {
+            "synthetic_id": [f"y{i}" for i in range(300)],
+            "sample_id": "t",
+            "path": "p",
+            "label": 1,
+            "level": [10] * 150 + [30] * 150,
+        }
+    )
     compose = lt_epoch_composer(real, syn, tail_labels={1}, subset_frac=0.3, tail_share=0.136)
     items = compose(0, 10, np.random.default_rng(0))
     head = items[items["label"] == 0]
@@ -178,16 +223,46 @@ def imagenet_lt(tmp_path):
     table["split"] = ["train" if i % 5 else ("val" if i % 10 == 0 else "test") for i in range(len(table))]
     table.drop(columns="source_path").to_parquet(tmp_path / "lt.parquet")
     real = load_real(tmp_path / "lt.parquet", tmp_path / "lt")
-    manifest = make_synthetic_manifest(tmp_path / "syn", real[real["label"] == 2], strengths=(0.9, 0.7, 0.5),
-                                       seeds=(1, 2, 3))
+    manifest = make_synthetic_manifest(
+        tmp_path / "syn", real[real["label"] == 2], strengths=(0.9, 0.7, 0.5), seeds=(1, 2, 3)
+    )
     return {"table": tmp_path / "lt.parquet", "root": tmp_path / "lt", "manifest": manifest, "real": real}
 
 
 def _lt_argv(d, run_dir, *extra):
-    return ["--data_table", str(d["table"]), "--data_root", str(d["root"]), "--syn_manifest", str(d["manifest"]),
-            "--arch", "resnet10t", "--img_size", "32", "--loss", "balanced_softmax", "--run_dir", str(run_dir),
-            "--epochs", "3", "--curriculum", "--curriculum_epoch", "2", "--levels", "10", "30", "--batch_size", "16",
-            "--num_workers", "0", "--device", "cpu", "--tail_max_count", "19", *extra]
+    return [
+        "--data_table",
+        str(d["table"]),
+        "--data_root",
+        str(d["root"]),
+        "--syn_manifest",
+        str(d["manifest"]),
+        "--arch",
+        "resnet10t",
+        "--img_size",
+        "32",
+        "--loss",
+        "balanced_softmax",
+        "--run_dir",
+        str(run_dir),
+        "--epochs",
+        "3",
+        "--curriculum",
+        "--curriculum_epoch",
+        "2",
+        "--levels",
+        "10",
+        "30",
+        "--batch_size",
+        "16",
+        "--num_workers",
+        "0",
+        "--device",
+        "cpu",
+        "--tail_max_count",
+        "19",
+        *extra,
+    ]
 
 
 def test_lt_training_run_with_balanced_softmax_and_its_resume(imagenet_lt, tmp_path):
@@ -258,13 +333,26 @@ def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys
     err = capsys.readouterr().err
     assert "--prototype_state" in err and "--composition mixed" in err and not run.exists()
     # the interface of the offline demo: --composition mixed --prototype_state STATE --curriculum --progress_guid
-    argv = _lt_argv(imagenet_lt, run, "--composition", "mixed", "--prototype_state", str(state),
-                    "--proto_warmup_steps", "4", "--progress_guid", "--curriculum_val_size", "1", "--tensorboard")
+    argv = _lt_argv(
+        imagenet_lt,
+        run,
+        "--composition",
+        "mixed",
+        "--prototype_state",
+        str(state),
+        "--proto_warmup_steps",
+        "4",
+        "--progress_guid",
+        "--curriculum_val_size",
+        "1",
+        "--tensorboard",
+    )
     assert train_lt.main(argv) == 0
     metrics = pd.read_csv(run / "metrics.csv")
     assert logged[0] == ("open", str(run / "tensorboard")) and logged[-1] == ("close",)
-    scalars = pd.DataFrame(logged[1:-1], columns=["tag", "value", "epoch"]).pivot(index="epoch", columns="tag",
-                                                                                  values="value")
+    scalars = pd.DataFrame(logged[1:-1], columns=["tag", "value", "epoch"]).pivot(
+        index="epoch", columns="tag", values="value"
+    )
     assert scalars.index.tolist() == [0, 1, 2]
     for col in ("train_loss", "lr", "level", "imagenet_lt/val/overall_acc", "imagenet_lt/test/few_acc"):
         np.testing.assert_allclose(scalars[col].to_numpy(), metrics[col].to_numpy(), rtol=1e-9)
@@ -285,7 +373,7 @@ def test_lt_mixed_composition_with_prototype_state(imagenet_lt, tmp_path, capsys
 def test_checkpoint_round_trip_restores_optimizer(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
     for _ in range(3):
         model(torch.randn(4, 3)).sum().backward()
         opt.step()
@@ -293,7 +381,7 @@ def test_checkpoint_round_trip_restores_optimizer(tmp_path):
     save_checkpoint(tmp_path / "ck", model, opt, sched, {"epoch": 3})
     m2 = torch.nn.Linear(3, 2)
     o2 = torch.optim.AdamW(m2.parameters(), lr=0.1)
-    s2 = torch.optim.lr_scheduler.LambdaLR(o2, lambda s: 0.5 ** s)
+    s2 = torch.optim.lr_scheduler.LambdaLR(o2, lambda s: 0.5**s)
     assert load_checkpoint(tmp_path / "ck", m2, o2, s2) == {"epoch": 3}
     torch.testing.assert_close(m2.weight, model.weight)
     a, b = opt.state_dict(), o2.state_dict()
@@ -308,14 +396,14 @@ def test_checkpoint_round_trip_restores_the_grad_scaler(tmp_path):
     """The fp16 GradScaler's scale and growth tracker survive a checkpoint, as JSON (no pickle)."""
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
     for _ in range(3):
         scaler.scale(model(torch.randn(4, 3)).sum()).backward()
         scaler.step(opt)
         scaler.update()
-    assert scaler.get_scale() == 2.0 ** 11 and scaler.state_dict()["_growth_tracker"] == 1
+    assert scaler.get_scale() == 2.0**11 and scaler.state_dict()["_growth_tracker"] == 1
     save_checkpoint(tmp_path / "ck", model, opt, scaler=scaler)
-    assert json.loads((tmp_path / "ck" / "state.json").read_text())["scaler"]["scale"] == 2.0 ** 11
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["scaler"]["scale"] == 2.0**11
     fresh = torch.amp.GradScaler("cpu")
     load_checkpoint(tmp_path / "ck", torch.nn.Linear(3, 2), scaler=fresh)
     assert fresh.state_dict() == scaler.state_dict()
@@ -329,7 +417,7 @@ def test_fp16_grad_scaler_state_is_resumed(iwildcam, tmp_path, monkeypatch):
 
     def init(self, *args, **kw):
         orig_init(self, *args, **kw)
-        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4, growth_interval=1)  # doubles every step
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4, growth_interval=1)  # doubles every step
 
     monkeypatch.setattr(Accelerator, "__init__", init)
     run = tmp_path / "run"
@@ -345,8 +433,8 @@ def test_fp16_grad_scaler_state_is_resumed(iwildcam, tmp_path, monkeypatch):
 def test_prototype_weighting_draws_real_data_through_the_curriculum_sampler(iwildcam, tmp_path):
     """The real part of an epoch follows the saved prototype difficulty: near-prototype samples first."""
     from curriculum import save_curriculum_state
-    from training.engine import RunData, items_for_epoch
-    from training.runs import prototype_schedule
+    from training.trainers.engine import RunData, items_for_epoch
+    from training.trainers.runs import prototype_schedule
 
     real = load_real(iwildcam["table"], iwildcam["root"])
     ids = real["sample_id"].tolist()
@@ -372,19 +460,32 @@ def test_prototype_sampler_refreshes_within_a_short_warm_up(iwildcam, tmp_path):
     import argparse
 
     from curriculum import save_curriculum_state
-    from training.cli_common import add_common_args
-    from training.engine import items_for_epoch
-    from training.runs import build_run_data
+    from training.trainers.cli import add_common_args
+    from training.trainers.engine import items_for_epoch
+    from training.trainers.runs import build_run_data
 
     real = load_real(iwildcam["table"], iwildcam["root"])
     ids = real["sample_id"].tolist()
     d = np.linspace(0.0, 1.0, len(ids))
     save_curriculum_state(tmp_path / "proto", ids, {"difficulty": d})
     p = argparse.ArgumentParser()
-    add_common_args(p, {"eval_splits": ["id_val"], "curriculum_epoch": 1, "epochs": 1, "batch_size": 4, "lr": 1e-3,
-                        "wd": 0.0})
-    base = ["--data_table", str(iwildcam["table"]), "--data_root", str(iwildcam["root"]), "--run_dir", str(tmp_path / "r"),
-            "--prototype_state", str(tmp_path / "proto"), "--proto_warmup_steps", "40", "--proto_start", "0.3"]
+    add_common_args(
+        p, {"eval_splits": ["id_val"], "curriculum_epoch": 1, "epochs": 1, "batch_size": 4, "lr": 1e-3, "wd": 0.0}
+    )
+    base = [
+        "--data_table",
+        str(iwildcam["table"]),
+        "--data_root",
+        str(iwildcam["root"]),
+        "--run_dir",
+        str(tmp_path / "r"),
+        "--prototype_state",
+        str(tmp_path / "proto"),
+        "--proto_warmup_steps",
+        "40",
+        "--proto_start",
+        "0.3",
+    ]
     data, _ = build_run_data(p.parse_args(base), adaptive=False)
     assert data.real_refresh_every == 2  # warm-up / 20
     early = items_for_epoch(data, 100, epoch=0, seed=0, global_step=0, batch_size=4)
@@ -402,15 +503,19 @@ def test_flyp_run_with_prototype_state(iwildcam, tmp_path):
     real = load_real(iwildcam["table"], iwildcam["root"])
     save_curriculum_state(tmp_path / "proto", real["sample_id"].tolist(), {"difficulty": np.linspace(0, 1, len(real))})
     run = tmp_path / "run"
-    assert finetune_flyp.main(_flyp_argv(iwildcam, run, "--prototype_state", str(tmp_path / "proto"),
-                                         "--proto_warmup_steps", "4")) == 0
+    assert (
+        finetune_flyp.main(
+            _flyp_argv(iwildcam, run, "--prototype_state", str(tmp_path / "proto"), "--proto_warmup_steps", "4")
+        )
+        == 0
+    )
     metrics = pd.read_csv(run / "metrics.csv")
     assert (metrics["n_items"] - metrics["n_synthetic"] == iwildcam["n_train"]).all()
 
 
 def test_warmup_cosine_spans_the_steps_it_is_told_about():
     """Exact lengths give FLYP's formula; a re-planned (adaptive) run decays without jumps to its last step."""
-    from training.lr_schedule import WarmupCosine
+    from training.trainers.lr_schedule import WarmupCosine
 
     def run(plans: list[int], epochs_steps: list[int], warmup: int) -> list[float]:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
@@ -447,7 +552,7 @@ def test_warmup_cosine_spans_the_steps_it_is_told_about():
 def test_flyp_loss_goes_through_the_forward_of_a_wrapper(iwildcam):
     """A DDP-like wrapper exposes only forward: FLYP's loss calls it and equals the loss of the bare model."""
     from curriculum.tables import read_prompt_templates
-    from training.flyp import FLYPTask, load_open_clip
+    from training.trainers.flyp import FLYPTask, load_open_clip
 
     torch.manual_seed(0)
     model, _, _, tok = load_open_clip(iwildcam["model"], "")
@@ -479,7 +584,7 @@ def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_pa
     from accelerate import Accelerator
     from torch.nn.parallel import DistributedDataParallel
 
-    from training.flyp import load_open_clip
+    from training.trainers.flyp import load_open_clip
 
     orig_prepare, seen = Accelerator.prepare, {}
 
@@ -493,7 +598,7 @@ def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_pa
         seen["result"] = orig_train(cfg, task, data)
         return seen["result"]
 
-    import training.engine as engine
+    import training.trainers.engine as engine
 
     orig_train = engine.train
     monkeypatch.setattr(Accelerator, "prepare", prepare)
@@ -516,15 +621,34 @@ def test_flyp_trains_under_ddp_and_only_the_main_process_writes(iwildcam, tmp_pa
 
 def test_an_epoch_whose_last_batch_would_hold_one_item_trains(imagenet_lt, tmp_path):
     """BatchNorm cannot train on one sample: such a last batch is dropped, and the step count agrees."""
-    from training.engine import trainable_count
+    from training.trainers.engine import trainable_count
 
     assert trainable_count(33, 16) == 32 and trainable_count(32, 16) == 32 and trainable_count(1, 16) == 1
     n = len(imagenet_lt["real"])
     bs = next(b for b in range(8, n) if n % b == 1)
     run = tmp_path / "run"
-    argv = ["--data_table", str(imagenet_lt["table"]), "--data_root", str(imagenet_lt["root"]), "--arch", "resnet10t",
-            "--img_size", "32", "--run_dir", str(run), "--epochs", "1", "--batch_size", str(bs), "--num_workers", "0",
-            "--device", "cpu", "--composition", "mixed"]
+    argv = [
+        "--data_table",
+        str(imagenet_lt["table"]),
+        "--data_root",
+        str(imagenet_lt["root"]),
+        "--arch",
+        "resnet10t",
+        "--img_size",
+        "32",
+        "--run_dir",
+        str(run),
+        "--epochs",
+        "1",
+        "--batch_size",
+        str(bs),
+        "--num_workers",
+        "0",
+        "--device",
+        "cpu",
+        "--composition",
+        "mixed",
+    ]
     assert train_lt.main(argv) == 0
     m = pd.read_csv(run / "metrics.csv")
     assert m["n_items"].tolist() == [n - 1] and m["step"].tolist() == [(n - 1) // bs]
@@ -534,9 +658,28 @@ def test_a_corrupt_training_image_is_a_clear_error_naming_it(imagenet_lt, tmp_pa
     """An image that exists but cannot be decoded stops the run with exit 2 and its path (no traceback)."""
     bad = imagenet_lt["real"]["source_path"].iloc[0]
     Path(bad).write_bytes(b"not a jpeg")
-    argv = ["--data_table", str(imagenet_lt["table"]), "--data_root", str(imagenet_lt["root"]), "--arch", "resnet10t",
-            "--img_size", "32", "--run_dir", str(tmp_path / "run"), "--epochs", "1", "--batch_size", "16",
-            "--num_workers", "0", "--device", "cpu", "--composition", "mixed"]
+    argv = [
+        "--data_table",
+        str(imagenet_lt["table"]),
+        "--data_root",
+        str(imagenet_lt["root"]),
+        "--arch",
+        "resnet10t",
+        "--img_size",
+        "32",
+        "--run_dir",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--batch_size",
+        "16",
+        "--num_workers",
+        "0",
+        "--device",
+        "cpu",
+        "--composition",
+        "mixed",
+    ]
     assert train_lt.main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot read training image" in err and str(bad) in err and "--resume" in err

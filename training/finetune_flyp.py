@@ -7,6 +7,7 @@ Reference settings: ViT-B-16 (openai), lr 1e-5, wd 0.2, batch 256, 20 epochs, cu
 Metrics (accuracy, macro-F1 via WILDS) on id_val, id_test (ID) and val, test (OOD) per epoch in metrics.csv;
 the best epoch is selected on id_val macro-F1, never on test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,17 +21,26 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
-from training.cli_common import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
-from training.flyp import FLYPTask, load_open_clip  # noqa: E402
-from training.runs import build_run_data  # noqa: E402
+from training.trainers.cli import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
+from training.trainers.flyp import FLYPTask, load_open_clip  # noqa: E402
+from training.trainers.runs import build_run_data  # noqa: E402
 
-DEFAULTS = {"eval_splits": ["id_val", "id_test", "val", "test"], "curriculum_epoch": 15, "epochs": 20,
-            "batch_size": 256, "lr": 1e-5, "wd": 0.2, "min_level": 50}
+DEFAULTS = {
+    "eval_splits": ["id_val", "id_test", "val", "test"],
+    "curriculum_epoch": 15,
+    "epochs": 20,
+    "batch_size": 256,
+    "lr": 1e-5,
+    "wd": 0.2,
+    "min_level": 50,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run FLYP fine-tuning; return the exit code."""
-    p = argparse.ArgumentParser(prog="finetune_flyp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="finetune_flyp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(p, DEFAULTS)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")

@@ -10,6 +10,7 @@ to {output_dir}/model once the last stage is done, loadable with `ClassCondition
 and usable as `gene_img.py --model_id {output_dir}/model` (the pixel-ddpm backend). README.md, section
 "Diffusion training", describes every flag and file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,42 +24,74 @@ if __package__ in (None, ""):
 
 from curriculum.sparsity import REGROWTH_MODES, SPARSITY_VARIANTS  # noqa: E402
 from curriculum.timestep import DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS  # noqa: E402
-from training.diffusion_trainer import LOSS_WEIGHTINGS, DiffusionTrainConfig, train_diffusion  # noqa: E402
-from training.pixel_data import write_digits  # noqa: E402
+from training.diffusion.data import write_digits  # noqa: E402
+from training.diffusion.trainer import LOSS_WEIGHTINGS, DiffusionTrainConfig, train_diffusion  # noqa: E402
 
 D = DiffusionTrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of train_diffusion.py."""
-    p = argparse.ArgumentParser(prog="train_diffusion.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="train_diffusion.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     io = p.add_argument_group("data / output")
     io.add_argument("--data", help="image folder (root/class_name/*.png) or sample table (CSV/Parquet)")
-    io.add_argument("--data_root", default=None, help="root for the table's relative filepaths (default: the table's folder)")
+    io.add_argument(
+        "--data_root", default=None, help="root for the table's relative filepaths (default: the table's folder)"
+    )
     io.add_argument("--split", default=None, help="keep only table rows with this 'split' value (e.g. train)")
     io.add_argument("--output_dir", help="run folder: config, metrics, checkpoints, samples, model/")
-    io.add_argument("--write_digits", metavar="DIR", default=None,
-                    help="write scikit-learn's digits as RGB PNGs + samples.csv to DIR and exit")
+    io.add_argument(
+        "--write_digits",
+        metavar="DIR",
+        default=None,
+        help="write scikit-learn's digits as RGB PNGs + samples.csv to DIR and exit",
+    )
     m = p.add_argument_group("model")
     m.add_argument("--image_size", type=int, default=D.image_size, help=f"pixels per side (default {D.image_size})")
-    m.add_argument("--block_out_channels", type=int, nargs="+", default=list(D.block_out_channels), help="UNet widths per level")
+    m.add_argument(
+        "--block_out_channels", type=int, nargs="+", default=list(D.block_out_channels), help="UNet widths per level"
+    )
     m.add_argument("--layers_per_block", type=int, default=D.layers_per_block)
     m.add_argument("--norm_num_groups", type=int, default=D.norm_num_groups)
     m.add_argument("--no_mid_attention", action="store_true", help="no self-attention in the bottleneck")
     m.add_argument("--num_train_timesteps", type=int, default=D.num_train_timesteps)
-    m.add_argument("--beta_schedule", default=D.beta_schedule, help="diffusers beta schedule (linear, squaredcos_cap_v2, ...)")
+    m.add_argument(
+        "--beta_schedule", default=D.beta_schedule, help="diffusers beta schedule (linear, squaredcos_cap_v2, ...)"
+    )
     c = p.add_argument_group("curriculum")
-    c.add_argument("--t_sampler", default=D.t_sampler, choices=TIMESTEP_SAMPLERS.names(), help="timestep sampler (default stages)")
-    c.add_argument("--stage_starts", type=float, nargs="+", default=list(DEFAULT_STAGE_STARTS), help="t_min of each stage (fraction of T)")
-    c.add_argument("--stage_epochs", type=int, nargs="+", default=list(DEFAULT_STAGE_EPOCHS), help="epochs of each stage")
-    c.add_argument("--soft_kappa", type=float, default=D.soft_kappa, help="soft sampler: initial log-odds of t=T-1 over t=0")
+    c.add_argument(
+        "--t_sampler", default=D.t_sampler, choices=TIMESTEP_SAMPLERS.names(), help="timestep sampler (default stages)"
+    )
+    c.add_argument(
+        "--stage_starts",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_STAGE_STARTS),
+        help="t_min of each stage (fraction of T)",
+    )
+    c.add_argument(
+        "--stage_epochs", type=int, nargs="+", default=list(DEFAULT_STAGE_EPOCHS), help="epochs of each stage"
+    )
+    c.add_argument(
+        "--soft_kappa", type=float, default=D.soft_kappa, help="soft sampler: initial log-odds of t=T-1 over t=0"
+    )
     c.add_argument("--loss_weighting", default=D.loss_weighting, choices=LOSS_WEIGHTINGS)
     c.add_argument("--snr_gamma", type=float, default=D.snr_gamma, help="γ of Min-SNR-γ (default 5)")
     s = p.add_argument_group("channel sparsity")
-    s.add_argument("--sparsity", default=D.sparsity, choices=SPARSITY_VARIANTS.names(), help="none = C, cs = masks, cr = group-L1")
-    s.add_argument("--sparsity_start", type=float, default=D.sparsity_start, help="CS: masked fraction in stage 0 (-> 0 at the last)")
-    s.add_argument("--regrowth", default=D.regrowth, choices=REGROWTH_MODES.names(), help="CS: which channels grow back")
+    s.add_argument(
+        "--sparsity", default=D.sparsity, choices=SPARSITY_VARIANTS.names(), help="none = C, cs = masks, cr = group-L1"
+    )
+    s.add_argument(
+        "--sparsity_start",
+        type=float,
+        default=D.sparsity_start,
+        help="CS: masked fraction in stage 0 (-> 0 at the last)",
+    )
+    s.add_argument(
+        "--regrowth", default=D.regrowth, choices=REGROWTH_MODES.names(), help="CS: which channels grow back"
+    )
     s.add_argument("--cr_lambda_max", type=float, default=D.cr_lambda_max, help="CR: λ at the start (cosine to 0)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch_size", type=int, default=D.batch_size)
@@ -83,18 +116,42 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:
     """Return the training config built from parsed flags."""
     return DiffusionTrainConfig(
-        data=args.data, output_dir=args.output_dir, data_root=args.data_root, split=args.split,
-        image_size=args.image_size, block_out_channels=tuple(args.block_out_channels),
-        layers_per_block=args.layers_per_block, norm_num_groups=args.norm_num_groups,
-        mid_attention=not args.no_mid_attention, t_sampler=args.t_sampler, stage_starts=tuple(args.stage_starts),
-        stage_epochs=tuple(args.stage_epochs), soft_kappa=args.soft_kappa, loss_weighting=args.loss_weighting,
-        snr_gamma=args.snr_gamma, sparsity=args.sparsity, sparsity_start=args.sparsity_start, regrowth=args.regrowth,
-        cr_lambda_max=args.cr_lambda_max, num_train_timesteps=args.num_train_timesteps,
-        beta_schedule=args.beta_schedule, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, ema_decay=args.ema_decay,
-        p_uncond=args.p_uncond, sample_steps=args.sample_steps, sample_guidance=args.sample_guidance,
-        samples_per_class=args.samples_per_class, seed=args.seed, device=args.device, resume=not args.no_resume,
-        keep_checkpoints=args.keep_checkpoints, stop_after_epoch=args.stop_after_epoch, progress=not args.no_progress,
+        data=args.data,
+        output_dir=args.output_dir,
+        data_root=args.data_root,
+        split=args.split,
+        image_size=args.image_size,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        norm_num_groups=args.norm_num_groups,
+        mid_attention=not args.no_mid_attention,
+        t_sampler=args.t_sampler,
+        stage_starts=tuple(args.stage_starts),
+        stage_epochs=tuple(args.stage_epochs),
+        soft_kappa=args.soft_kappa,
+        loss_weighting=args.loss_weighting,
+        snr_gamma=args.snr_gamma,
+        sparsity=args.sparsity,
+        sparsity_start=args.sparsity_start,
+        regrowth=args.regrowth,
+        cr_lambda_max=args.cr_lambda_max,
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        ema_decay=args.ema_decay,
+        p_uncond=args.p_uncond,
+        sample_steps=args.sample_steps,
+        sample_guidance=args.sample_guidance,
+        samples_per_class=args.samples_per_class,
+        seed=args.seed,
+        device=args.device,
+        resume=not args.no_resume,
+        keep_checkpoints=args.keep_checkpoints,
+        stop_after_epoch=args.stop_after_epoch,
+        progress=not args.no_progress,
     )
 
 

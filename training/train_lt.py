@@ -13,6 +13,7 @@ many (>100), medium (20-100), few (<20) accuracy; the best epoch is selected on 
 synthetic images (the engine's default composition); its real part can be drawn by prototype difficulty
 (`--prototype_state`), which the reference composition, drawing its own real subset, cannot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,43 +26,75 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from training.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
-from training.cli_common import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
-from training.losses import LOSSES  # noqa: E402
-from training.runs import build_run_data  # noqa: E402
+from training.trainers.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
+from training.trainers.cli import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
+from training.trainers.losses import LOSSES  # noqa: E402
+from training.trainers.runs import build_run_data  # noqa: E402
 
-DEFAULTS = {"eval_splits": ["val", "test"], "curriculum_epoch": 60, "epochs": 65, "batch_size": 128, "lr": 1e-3,
-            "wd": 5e-4, "levels": [10, 30, 50], "warmup_steps": 0}
+DEFAULTS = {
+    "eval_splits": ["val", "test"],
+    "curriculum_epoch": 60,
+    "epochs": 65,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "wd": 5e-4,
+    "levels": [10, 30, 50],
+    "warmup_steps": 0,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run long-tail training; return the exit code."""
-    p = argparse.ArgumentParser(prog="train_lt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="train_lt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(p, DEFAULTS)
     m = p.add_argument_group("model")
-    m.add_argument("--arch", default="resnet10t", help="timm architecture (the reference: ResNet-10; resnet50 for the full setting)")
-    m.add_argument("--weights", default=None, help="safetensors/state-dict file to start from (e.g. an ImageNet-LT ResNet-10)")
+    m.add_argument(
+        "--arch",
+        default="resnet10t",
+        help="timm architecture (the reference: ResNet-10; resnet50 for the full setting)",
+    )
+    m.add_argument(
+        "--weights", default=None, help="safetensors/state-dict file to start from (e.g. an ImageNet-LT ResNet-10)"
+    )
     m.add_argument("--img_size", type=int, default=None, help="input size (default: the architecture's)")
     m.add_argument("--loss", default="ce", choices=LOSSES.names())
-    m.add_argument("--tail_max_count", type=int, default=19, help="classes with at most this many training images are the tail")
+    m.add_argument(
+        "--tail_max_count", type=int, default=19, help="classes with at most this many training images are the tail"
+    )
     m.add_argument("--subset_frac", type=float, default=0.3, help="fraction of non-tail real images per epoch")
     m.add_argument("--tail_share", type=float, default=0.136, help="share of tail images in an epoch")
-    m.add_argument("--composition", default="reference", choices=["reference", "mixed"],
-                   help="epoch composition: reference (subset + tail top-up, --subset_frac/--tail_share) or mixed "
-                        "(every real image + the level's synthetic images; supports --prototype_state)")
-    m.add_argument("--augment", default="timm", choices=AUGMENTATIONS,
-                   help="training augmentation: timm (the architecture's ImageNet transform), shift (small "
-                        "translations only: digits, text), none")
-    m.add_argument("--metric_prefix", default="imagenet_lt", help="first part of the metric names (PREFIX/split/few_acc)")
-    m.add_argument("--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)")
+    m.add_argument(
+        "--composition",
+        default="reference",
+        choices=["reference", "mixed"],
+        help="epoch composition: reference (subset + tail top-up, --subset_frac/--tail_share) or mixed "
+        "(every real image + the level's synthetic images; supports --prototype_state)",
+    )
+    m.add_argument(
+        "--augment",
+        default="timm",
+        choices=AUGMENTATIONS,
+        help="training augmentation: timm (the architecture's ImageNet transform), shift (small "
+        "translations only: digits, text), none",
+    )
+    m.add_argument(
+        "--metric_prefix", default="imagenet_lt", help="first part of the metric names (PREFIX/split/few_acc)"
+    )
+    m.add_argument(
+        "--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)"
+    )
     args = p.parse_args(argv)
     if args.select_metric is None:
         args.select_metric = f"{args.metric_prefix}/val/overall_acc"
     try:
         check_run_flags(args)
         if args.prototype_state and args.composition == "reference":
-            raise ValueError("--prototype_state needs --composition mixed: the reference composition "
-                             "(--composition reference, the default) draws its own real subset each epoch")
+            raise ValueError(
+                "--prototype_state needs --composition mixed: the reference composition "
+                "(--composition reference, the default) draws its own real subset each epoch"
+            )
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)
         cfg = train_config(args, levels, optimizer="adam", select_metric=args.select_metric)
         counts = data.real["label"].value_counts().to_dict()

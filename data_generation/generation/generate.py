@@ -1,0 +1,361 @@
+"""Execute a generation plan: validate, shard, skip what is done, batch, write atomically, keep a manifest.
+
+`run_generation(GenerationConfig(...))` is what `gene_img.py` calls; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from curriculum.images import (
+    SourceImageError,
+    image_size,
+    is_readable_image,
+    load_rgb,
+    looks_complete,
+    resize_to,
+    save_image_atomic,
+    to_pil,
+)
+from curriculum.tables import read_class_names, read_sample_table, write_csv, write_parquet
+from data_generation.generation.backends import GenerationBatch, ImageGenerator, load_generator
+from data_generation.generation.plan import (
+    DEFAULT_SEEDS,
+    DEFAULT_STRENGTHS,
+    DEFAULT_TEMPLATE,
+    DEFAULT_TEXT_GUIDANCE,
+    IWILDCAM_TEMPLATE,
+    MANIFEST_COLUMNS,
+    plan_variants,
+    shard_bounds,
+    target_size,
+)
+from data_generation.generation.seeding import make_generator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-xl-refiner-1.0"
+
+
+@dataclass
+class GenerationConfig:
+    """Everything one generation run needs (the flags of gene_img.py)."""
+
+    data_csv: str
+    output_path: str
+    data_root: str | None = None
+    part: int = 1
+    total_parts: int = 1
+    model_id: str = DEFAULT_MODEL_ID
+    generator: str | None = None
+    strengths: Sequence[float] = DEFAULT_STRENGTHS
+    text_guidance: Sequence[float] = DEFAULT_TEXT_GUIDANCE
+    seeds: Sequence[int] = DEFAULT_SEEDS
+    steps: int = 50
+    width: int | None = None
+    height: int | None = None
+    max_side: int = 1024
+    batch_size: int = 8
+    dtype: str | None = None
+    device: str | None = None
+    prompt_template: str | None = None
+    class_names: str | None = None
+    prompt_json: str | None = None
+    strict: bool = False
+    images_per_chunk: int = 64
+    jpeg_quality: int = 95
+    flush_every: int = 20
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag for settings that cannot work."""
+        if not self.strengths or any(not 0.0 < s <= 1.0 for s in self.strengths):
+            raise ValueError(f"--strengths must be in (0, 1], got {list(self.strengths)}")
+        if not self.text_guidance or any(g < 0 for g in self.text_guidance):
+            raise ValueError(f"--text_guidance must be >= 0, got {list(self.text_guidance)}")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+        if self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        weakest = min(self.strengths)
+        if int(self.steps * weakest) < 1:
+            raise ValueError(
+                f"--steps {self.steps} with strength {weakest} runs int({self.steps}*{weakest}) = 0 denoising steps; "
+                f"use --steps >= {int(1 / weakest) + 1} or a larger strength"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        for flag, v in (("--width", self.width), ("--height", self.height)):
+            if v is not None and v < 8:
+                raise ValueError(f"{flag} must be >= 8, got {v}")
+        shard_bounds(0, self.part, self.total_parts)
+
+
+@dataclass
+class GenerationSummary:
+    """What a run did: counts, failure reasons and the files it wrote."""
+
+    planned: int = 0
+    generated: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    failure_reasons: Counter = field(default_factory=Counter)
+    manifest_path: str | None = None
+    failures_path: str | None = None
+    seconds: float = 0.0
+    shard: str = ""
+
+    def line(self) -> str:
+        """Return the one-line end-of-run summary."""
+        rate = self.generated / self.seconds if self.seconds > 0 else 0.0
+        reasons = "; ".join(f"{k} x{v}" for k, v in self.failure_reasons.most_common())
+        return (
+            f"[{self.shard}] generated {self.generated}, skipped as done {self.skipped_done}, failed {self.failed}"
+            f" of {self.planned} planned in {self.seconds:.1f}s ({rate:.2f} img/s)"
+            + (f"; failures: {reasons}" if reasons else "")
+        )
+
+
+def _accelerate_state():
+    """Return accelerate's PartialState when launched with several processes, else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def process_shard(part: int, total_parts: int) -> tuple[int, int]:
+    """Return the effective (part, total): under `accelerate launch` each process takes a share of the part."""
+    state = _accelerate_state()
+    n, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    return (part - 1) * n + rank + 1, total_parts * n
+
+
+def manifest_name(part: int, total_parts: int) -> str:
+    """Return the file name of a shard manifest."""
+    return f"manifest-part{part}-of-{total_parts}.parquet"
+
+
+def _short_reason(message: str) -> str:
+    """Collapse a failure message to a reason category for the summary counts."""
+    for key in (
+        "missing source image",
+        "unreadable source image",
+        "not a safe file name",
+        "no name in the class-name map",
+        "no label_name",
+        "generation error",
+    ):
+        if key in message:
+            return key
+    return message.split(":")[0][:60]
+
+
+def load_prompt_lists(path: str | None) -> dict[str, list[str]] | None:
+    """Return `{class name: [prompt, ...]}` from a JSON file (None if no path)."""
+    if not path:
+        return None
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
+    ):
+        raise ValueError(f"{path}: --prompt_json must map each class name to a list of prompt strings")
+    return data
+
+
+def default_template(layout: str) -> str:
+    """Return the default prompt template for a sample-table layout."""
+    return IWILDCAM_TEMPLATE if layout == "iwildcam" else DEFAULT_TEMPLATE
+
+
+def run_generation(
+    cfg: GenerationConfig,
+    generator: ImageGenerator | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> GenerationSummary:
+    """Generate the variants of this shard that are not done yet; return the summary.
+
+    `generator` injects a loaded backend (tests, the benchmark); otherwise it is loaded from `cfg.model_id`
+    only if there is work to do. `on_batch(n_written)` is called after each batch (used to test kills).
+    """
+    t0 = time.perf_counter()
+    cfg.validate()
+    samples = read_sample_table(cfg.data_csv, cfg.data_root)
+    part, total = process_shard(cfg.part, cfg.total_parts)
+    start, stop = shard_bounds(len(samples), part, total)
+    shard = samples.iloc[start:stop]
+    out = Path(cfg.output_path)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = GenerationSummary(shard=f"part {part}/{total}")
+
+    names = read_class_names(cfg.class_names) if cfg.class_names else None
+    template = cfg.prompt_template or default_template(samples.attrs.get("layout", "canonical"))
+    plan, plan_failures = plan_variants(
+        shard,
+        cfg.strengths,
+        cfg.text_guidance,
+        cfg.seeds,
+        template,
+        names,
+        load_prompt_lists(cfg.prompt_json),
+        class_names_source=cfg.class_names,
+    )
+    for f in plan_failures[:5]:
+        log.warning("%s: %s", cfg.data_csv, f.reason)
+    if len(plan_failures) > 5:
+        log.warning("... %d more samples that cannot be planned (listed in the failures CSV)", len(plan_failures) - 5)
+    per_sample = len(cfg.strengths) * len(cfg.text_guidance) * len(cfg.seeds)
+    # one failure row per sample (the reason); the summary counts the variants it costs
+    failures: list[dict] = [{"sample_id": f.sample_id, "synthetic_id": "", "reason": f.reason} for f in plan_failures]
+    summary.planned = len(plan) + per_sample * len(plan_failures)
+    summary.failed = per_sample * len(plan_failures)
+    for f in plan_failures:
+        summary.failure_reasons[_short_reason(f.reason)] += per_sample
+
+    # resume: a variant is done when its image exists and decodes. Temporary files of a killed run
+    # (atomic writes: `.{name}.*.tmp`) never count as done; remove the ones in this shard's folders.
+    for folder in {(out / p).parent for p in plan["path"]}:
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
+    # Rows an earlier run recorded in this shard's manifest were written atomically: they must exist and be
+    # complete (JPEG start and end markers: two small reads, no decoding). Any other file (written after the
+    # last manifest flush, or by another tool) must decode fully. This keeps a resume over hundreds of
+    # thousands of images from decoding each of them again.
+    recorded: set[str] = set()
+    previous = out / manifest_name(part, total)
+    if previous.is_file():
+        try:
+            recorded = set(pd.read_parquet(previous, columns=["synthetic_id"])["synthetic_id"])
+        except Exception as err:  # an unreadable manifest only costs the fast path
+            log.warning("%s: cannot read the previous manifest (%s); checking every image", previous, err)
+    done_mask = [
+        looks_complete(out / p) if sid in recorded else is_readable_image(out / p)
+        for sid, p in zip(plan["synthetic_id"], plan["path"])
+    ]
+    plan["done"] = done_mask
+    summary.skipped_done = int(sum(done_mask))
+    records: dict[str, dict] = {}
+    model_desc: dict = {}
+
+    def record(row, width: int, height: int, model_id: str) -> None:
+        rec = {c: row[c] for c in MANIFEST_COLUMNS if c in row}
+        rec.update(model_id=model_id, steps=cfg.steps, width=width, height=height)
+        records[row["synthetic_id"]] = rec
+
+    for row in plan[plan["done"]].to_dict("records"):
+        w, h = image_size(out / row["path"])
+        record(row, w, h, cfg.model_id)
+
+    def flush() -> None:
+        manifest = pd.DataFrame(list(records.values()), columns=MANIFEST_COLUMNS).sort_values("synthetic_id")
+        meta = {"config": {k: v for k, v in asdict(cfg).items()}, "generator": model_desc, "shard": [part, total]}
+        summary.manifest_path = str(write_parquet(manifest, out / manifest_name(part, total), meta))
+
+    todo = plan[~plan["done"]]
+    if len(todo):
+        if generator is None:
+            device = cfg.device or _default_device()
+            generator = load_generator(
+                cfg.model_id, device=device, dtype=cfg.dtype or _default_dtype(device), name=cfg.generator
+            )
+        model_desc = generator.describe()
+        model_id = getattr(generator, "model_id", cfg.model_id)
+        # Seed-independent work once per image: each source is decoded and resized once (per chunk, below),
+        # and a backend that caches per-image work (the VAE posterior) keeps a whole chunk's images, so an
+        # image is encoded once for all its strengths x guidance scales x seeds.
+        if hasattr(generator, "keep_images"):
+            generator.keep_images(cfg.images_per_chunk)
+        bar = tqdm(total=len(todo), desc=f"gene_img {summary.shard}", unit="img", disable=not cfg.progress)
+        n_batches = 0
+        sample_ids = list(dict.fromkeys(todo["sample_id"]))
+        for c0 in range(0, len(sample_ids), cfg.images_per_chunk):
+            chunk_ids = set(sample_ids[c0 : c0 + cfg.images_per_chunk])
+            chunk = todo[todo["sample_id"].isin(chunk_ids)]
+            sources: dict[str, object] = {}
+            for sid, src in chunk.groupby("sample_id", sort=False)["source_path"].first().items():
+                try:
+                    img = load_rgb(src)
+                    w, h = target_size(*img.size, cfg.width, cfg.height, generator.size_multiple, cfg.max_side)
+                    sources[sid] = resize_to(img, w, h)
+                except SourceImageError as err:
+                    n = int((chunk["sample_id"] == sid).sum())
+                    failures.append({"sample_id": sid, "synthetic_id": "", "reason": str(err)})
+                    summary.failed += n
+                    summary.failure_reasons[_short_reason(str(err))] += n
+                    bar.update(n)
+            groups: dict[tuple, list[dict]] = defaultdict(list)
+            for row in chunk.to_dict("records"):
+                if row["sample_id"] in sources:
+                    img = sources[row["sample_id"]]
+                    groups[(row["strength"], row["text_guidance"], img.size)].append(row)
+            for (strength, g, _size), rows in groups.items():
+                for b0 in range(0, len(rows), cfg.batch_size):
+                    batch_rows = rows[b0 : b0 + cfg.batch_size]
+                    batch = GenerationBatch(
+                        images=[sources[r["sample_id"]] for r in batch_rows],
+                        image_keys=[r["sample_id"] for r in batch_rows],
+                        prompts=[r["prompt"] for r in batch_rows],
+                        generators=[make_generator(r["sample_id"], r["seed"]) for r in batch_rows],
+                        strength=float(strength),
+                        text_guidance=float(g),
+                        steps=cfg.steps,
+                        labels=[int(r["label"]) for r in batch_rows],
+                    )
+                    try:
+                        arrays = generator.generate(batch)
+                    except (RuntimeError, ValueError) as err:
+                        if cfg.strict:
+                            raise
+                        msg = f"generation error: {type(err).__name__}: {err}"
+                        log.error("batch of %d at strength %s failed: %s", len(batch_rows), strength, msg)
+                        for r in batch_rows:
+                            failures.append(
+                                {"sample_id": r["sample_id"], "synthetic_id": r["synthetic_id"], "reason": msg}
+                            )
+                        summary.failed += len(batch_rows)
+                        summary.failure_reasons["generation error"] += len(batch_rows)
+                        bar.update(len(batch_rows))
+                        continue
+                    for r, arr in zip(batch_rows, arrays):
+                        save_image_atomic(to_pil(arr), out / r["path"], quality=cfg.jpeg_quality)
+                        record(r, arr.shape[1], arr.shape[0], model_id)
+                    summary.generated += len(batch_rows)
+                    bar.update(len(batch_rows))
+                    n_batches += 1
+                    if n_batches % cfg.flush_every == 0:
+                        flush()
+                    if on_batch is not None:
+                        on_batch(summary.generated)
+        bar.close()
+
+    flush()
+    if failures:
+        fail_path = out / manifest_name(part, total).replace("manifest-", "failures-").replace(".parquet", ".csv")
+        summary.failures_path = str(write_csv(pd.DataFrame(failures), fail_path))
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _default_device() -> str:
+    state = _accelerate_state()
+    if state is not None:
+        return str(state.device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _default_dtype(device: str) -> str:
+    return "fp32" if str(device).startswith("cpu") else "fp16"

@@ -1,0 +1,6 @@
+"""Stage 1 — hard samples: dataset loaders, per-sample difficulty scorers and the rules that mark samples hard.
+
+CLI: `data_generation/mine_hard.py` (and `make_table.py`); library: `datasets` (ImageNet-LT, WILDS iWildCam, image
+folders -> sample tables), `difficulty` (the scorer registry and rank helpers), `scorer_runs` (one scorer run over a
+table), `prototype_scores` (k-means prototype distance on DINO/timm features), `rules` (HardRule, join, select, write).
+"""

@@ -1,0 +1,163 @@
+"""Loaders that turn a dataset into the sample table (DESIGN.md §3): a table file, an image folder, WILDS
+iWildCam and ImageNet-LT list files.
+
+Every loader returns a DataFrame with the canonical columns `sample_id, filepath, label, label_name,
+source_path` (plus `split`, `domain`, `shot`, ... where the dataset has them) and sets `df.attrs['data_root']`
+(the folder `filepath` is relative to) and `df.attrs['layout']` (which DisCL CSV layout suits it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curriculum.registry import Registry
+from curriculum.tables import TableError, read_class_names, read_sample_table
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+WILDS_SPLITS = ("train", "val", "test", "id_val", "id_test")
+
+DATASETS: Registry = Registry("dataset")
+
+
+def _finish(df: pd.DataFrame, data_root: Path, layout: str) -> pd.DataFrame:
+    df["source_path"] = [str(p if Path(p).is_absolute() else data_root / p) for p in df["filepath"]]
+    front = ["sample_id", "filepath", "label", "label_name", "source_path"]
+    df = df[front + [c for c in df.columns if c not in front]].reset_index(drop=True)
+    df.attrs.update(data_root=str(data_root), layout=layout)
+    return df
+
+
+@DATASETS.register("table")
+def load_table(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return the sample table of a CSV/Parquet file (canonical or a DisCL layout)."""
+    root = Path(data_root) if data_root is not None else Path.cwd()
+    df = read_sample_table(path, data_root=root)
+    df.attrs["data_root"] = str(root)
+    return df
+
+
+@DATASETS.register("folder")
+def load_image_folder(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> pd.DataFrame:
+    """Return the sample table of `root/class_name/*.jpg` (labels = sorted class folders, as torchvision).
+
+    `sample_id` is the file stem, prefixed with the class (`class__stem`) when stems repeat across classes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TableError(f"{root}: image folder not found")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    rows = []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if f.suffix.lower() in extensions and f.is_file():
+                rows.append(
+                    {"filepath": f.relative_to(root).as_posix(), "label": label, "label_name": cls, "stem": f.stem}
+                )
+    if not rows:
+        raise TableError(f"{root}: no images ({', '.join(extensions)}) in class sub-folders")
+    df = pd.DataFrame(rows)
+    clash = df["stem"].duplicated(keep=False)
+    df["sample_id"] = np.where(clash, df["label_name"] + "__" + df["stem"], df["stem"])
+    if df["sample_id"].duplicated().any():
+        dup = df.loc[df["sample_id"].duplicated(), "filepath"].iloc[0]
+        raise TableError(f"{root}: two images map to the same sample_id (e.g. {dup})")
+    return _finish(df.drop(columns="stem"), root, "canonical")
+
+
+@DATASETS.register("iwildcam")
+def load_wilds_iwildcam(
+    root: str | os.PathLike, splits: tuple[str, ...] | None = None, download: bool = False
+) -> pd.DataFrame:
+    """Return the sample table of WILDS iWildCam v2.0 under `root` (the folder that holds `iwildcam_v2.0/`).
+
+    Goes through the `wilds` package (`download=False` by default: the data must be there). Columns add
+    `split` (train, val, test, id_val, id_test), `domain` (camera location), `sequence` and `train_count` (the
+    class's images in the train split); `label_name` is the English name; `filepath` is relative to
+    `root/iwildcam_v2.0`.
+    """
+    import wilds
+
+    try:
+        ds = wilds.get_dataset("iwildcam", root_dir=str(root), download=download)
+    except Exception as err:
+        raise TableError(
+            f"{root}: cannot open WILDS iWildCam ({err}); expected {Path(root) / 'iwildcam_v2.0'} with "
+            "RELEASE_v2.0.txt, metadata.csv and train/ (or pass download=True where the internet is reachable)"
+        ) from err
+    inv_split = {v: k for k, v in ds.split_dict.items()}
+    names = read_class_names(ASSETS / "iwildcam_labels.csv")
+    meta = pd.read_csv(Path(ds.data_dir) / "metadata.csv")
+    df = pd.DataFrame(
+        {
+            "sample_id": [Path(f).stem for f in ds._input_array],
+            "filepath": [f"train/{f}" for f in ds._input_array],
+            "label": ds.y_array.numpy().astype("int64"),
+            "split": [inv_split[int(s)] for s in ds.split_array],
+            "domain": meta["location_remapped"].to_numpy(),
+            "sequence": meta["sequence_remapped"].to_numpy(),
+        }
+    )
+    df["label_name"] = [names.get(int(y), str(int(y))) for y in df["label"]]
+    # training images per class, counted before any split is selected: the tail rule of mining needs the
+    # training counts also when it mines another split
+    counts = df.loc[df["split"] == "train", "label"].value_counts()
+    df["train_count"] = df["label"].map(counts).fillna(0).astype("int64")
+    if splits is not None:
+        bad = sorted(set(splits) - set(WILDS_SPLITS))
+        if bad:
+            raise ValueError(f"unknown iWildCam split(s) {bad}; choose from {list(WILDS_SPLITS)}")
+        df = df[df["split"].isin(splits)]
+    return _finish(df, Path(ds.data_dir), "iwildcam")
+
+
+def shot_groups(train_counts: pd.Series) -> pd.Series:
+    """Return 'many' (> 100 training images), 'medium' (20-100) or 'few' (< 20) per class label."""
+    return pd.cut(train_counts, bins=[-1, 19, 100, np.inf], labels=["few", "medium", "many"]).astype(str)
+
+
+def _read_list(path: Path) -> pd.DataFrame:
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise TableError(f"{path}: line {i + 1}: expected 'relative/path label', got {line!r}")
+        rows.append((parts[0], int(parts[1])))
+    if not rows:
+        raise TableError(f"{path}: the list has no entries")
+    return pd.DataFrame(rows, columns=["filepath", "label"])
+
+
+@DATASETS.register("imagenet_lt")
+def load_imagenet_lt(
+    list_file: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    train_list: str | os.PathLike | None = None,
+    class_names: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Return the sample table of an ImageNet-LT list file (`ImageNet_LT_train.txt`-style lines).
+
+    Adds `image_name` (as in DisCL's CSV), `train_count` and `shot` (many > 100, medium 20-100, few < 20
+    training images of the class, counted from `train_list`, default: `list_file` itself).
+    """
+    list_file = Path(list_file)
+    df = _read_list(list_file)
+    counts = _read_list(Path(train_list))["label"].value_counts() if train_list else df["label"].value_counts()
+    names = read_class_names(class_names or ASSETS / "imagenet_class_names.csv")
+    df["image_name"] = df["filepath"].map(lambda p: Path(p).name)
+    df["sample_id"] = df["filepath"].map(lambda p: Path(p).stem)
+    df["label_name"] = [names.get(int(y), str(int(y))) for y in df["label"]]
+    df["train_count"] = df["label"].map(counts).fillna(0).astype("int64")
+    df["shot"] = shot_groups(df["train_count"]).to_numpy()
+    if df["sample_id"].duplicated().any():
+        raise TableError(
+            f"{list_file}: sample ids (file stems) repeat, e.g. "
+            f"{df.loc[df['sample_id'].duplicated(), 'filepath'].iloc[0]}"
+        )
+    return _finish(df, Path(data_root) if data_root is not None else Path.cwd(), "imagenet_lt")

@@ -1,0 +1,105 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint folder holds `model.safetensors`, `optimizer.safetensors` (the optimizer's tensors, flattened),
+and `state.json` (optimizer param groups, LR scheduler, fp16 GradScaler, guidance schedule, sampler,
+epoch/step, config).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from curriculum.tables import atomic_path, write_json
+
+
+def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, rest = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, slots in state["state"].items():
+        rest["state"][str(pid)] = {}
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                rest["state"][str(pid)][name] = value
+    return tensors, rest
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict = {int(pid): dict(slots) for pid, slots in rest["state"].items()}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    extra: dict | None = None,
+    scaler: Any = None,
+) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder, then a rename); return the folder.
+
+    `scaler` is mixed precision's GradScaler (accelerate's `accelerator.scaler` under fp16); its state
+    (scale, growth tracker, factors: plain numbers) goes to state.json.
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    meta: dict = {"extra": extra or {}, "torch_rng": torch.get_rng_state().tolist()}
+    if optimizer is not None:
+        tensors, rest = _split_optimizer(optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        meta["optimizer"] = rest
+    if scheduler is not None:
+        meta["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        meta["scaler"] = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}
+    write_json(meta, tmp / "state.json")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def load_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+) -> dict:
+    """Restore model (and optimizer/scheduler/GradScaler if given) from `folder`; return the `extra` dict saved
+    with it. A checkpoint written without mixed precision leaves a given scaler as it is."""
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{folder}: not a checkpoint (no model.safetensors)")
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    meta = json.loads((folder / "state.json").read_text())
+    if optimizer is not None and "optimizer" in meta:
+        optimizer.load_state_dict(_join_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"]))
+    if scheduler is not None and "scheduler" in meta:
+        scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    return meta["extra"]
+
+
+def save_model_weights(path: str | Path, model: torch.nn.Module, metadata: dict | None = None) -> Path:
+    """Write only the model weights to a safetensors file (atomically); return the path."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)

@@ -1,0 +1,150 @@
+"""Flags shared by the Phase 2 training scripts (DisCL's switch names where they exist)."""
+
+from __future__ import annotations
+
+import argparse
+
+from training.trainers.engine import TrainConfig, tensorboard_writer_class
+
+
+def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """Add the data, curriculum and run flags shared by finetune_flyp.py and train_lt.py."""
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--data_table", required=True, help="sample table (CSV/Parquet) with a `split` column and optionally `hard`"
+    )
+    d.add_argument("--data_root", default=None, help="root for the table's relative filepaths (default: cwd)")
+    d.add_argument(
+        "--syn_manifest", default=None, help="synthetic manifest (the scored one: rows with keep=False are dropped)"
+    )
+    d.add_argument(
+        "--syn_root", default=None, help="folder the manifest's paths are relative to (default: from its metadata)"
+    )
+    d.add_argument("--train_split", default="train")
+    d.add_argument("--eval_splits", nargs="+", default=defaults["eval_splits"])
+    c = p.add_argument_group("curriculum")
+    c.add_argument("--curriculum", action="store_true", help="train with synthetic data and a guidance schedule")
+    c.add_argument(
+        "--curriculum_epoch",
+        type=float,
+        default=defaults["curriculum_epoch"],
+        help="epochs of curriculum; then real only",
+    )
+    c.add_argument(
+        "--progress_guid", action="store_true", help="adaptive schedule from validation progress (else fixed order)"
+    )
+    c.add_argument(
+        "--random_guid", action="store_true", help="adaptive schedule that picks levels at random (ablation)"
+    )
+    c.add_argument("--uniform_set", action="store_true", help="start from a uniform mix of all levels")
+    c.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=defaults.get("levels"),
+        help="guidance levels (image guidance %% = 100 - 100*strength), synthetic to real order for the fixed schedule",
+    )
+    c.add_argument(
+        "--min_level", type=int, default=defaults.get("min_level", 0), help="ignore synthetic levels below this"
+    )
+    c.add_argument(
+        "--prototype_state",
+        default=None,
+        help="curriculum state (CurriculumLearning.save_weights) whose prototype difficulty drives the real-data "
+        "sampler",
+    )
+    c.add_argument(
+        "--proto_start", type=float, default=0.3, help="initial effective dataset size (fraction of draws unique)"
+    )
+    c.add_argument("--proto_warmup_steps", type=int, default=1000, help="steps until real sampling is uniform")
+    c.add_argument(
+        "--proto_refresh_every",
+        type=int,
+        default=None,
+        help="steps between refreshes of the real-data distribution (default: warm-up / 20, at most 100)",
+    )
+    c.add_argument("--proto_mode", default="prototypes_first", choices=["prototypes_first", "hard_first"])
+    c.add_argument(
+        "--curriculum_val_size", type=int, default=2000, help="source images held out to measure level progress"
+    )
+    r = p.add_argument_group("run")
+    r.add_argument("--run_dir", required=True)
+    r.add_argument("--epochs", type=int, default=defaults["epochs"])
+    r.add_argument("--batch_size", type=int, default=defaults["batch_size"])
+    r.add_argument("--lr", type=float, default=defaults["lr"])
+    r.add_argument("--wd", type=float, default=defaults["wd"])
+    r.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 500))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default=None)
+    r.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    r.add_argument("--num_workers", type=int, default=4)
+    r.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    r.add_argument("--log_dynamics", action="store_true", help="log per-sample true-class probability per epoch")
+    r.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last")
+    r.add_argument(
+        "--epochs_per_invocation",
+        type=int,
+        default=None,
+        help="stop after this many epochs (job time limits); --resume continues",
+    )
+    r.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log each epoch's metrics to run_dir/tensorboard (needs: pip install tensorboard)",
+    )
+
+
+def check_run_flags(args) -> None:
+    """Return None when the optional packages the flags ask for are importable; else raise RuntimeError."""
+    if args.tensorboard:
+        tensorboard_writer_class()
+
+
+def train_config(args, levels: list[int], optimizer: str, select_metric: str) -> TrainConfig:
+    """Return the TrainConfig the parsed flags describe."""
+    return TrainConfig(
+        run_dir=args.run_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.wd,
+        optimizer=optimizer,
+        warmup_steps=args.warmup_steps,
+        curriculum=args.curriculum and bool(levels),
+        curriculum_epoch=args.curriculum_epoch,
+        schedule="adaptive" if (args.progress_guid or args.random_guid) else "fixed",
+        levels=tuple(levels),
+        uniform_set=args.uniform_set,
+        random_guid=args.random_guid,
+        curriculum_val_size=args.curriculum_val_size,
+        seed=args.seed,
+        device=args.device,
+        mixed_precision=args.mixed_precision,
+        num_workers=args.num_workers,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        select_metric=select_metric,
+        log_dynamics=args.log_dynamics,
+        resume=args.resume,
+        epochs_per_invocation=args.epochs_per_invocation,
+        tensorboard=args.tensorboard,
+        cli_args=dict(vars(args)),
+    )
+
+
+def run_training(prog: str, cfg: TrainConfig, task, data) -> int:
+    """Run `engine.train` for a CLI; return 0, or 2 (with a message naming the file) when an image that
+    exists cannot be decoded - the checkpoints written until then are kept, so --resume continues."""
+    import sys
+
+    from training.trainers.engine import train
+
+    try:
+        result = train(cfg, task, data)
+    except OSError as err:  # load_image names the file
+        print(
+            f"{prog}: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"done: {result['run_dir']}; best {result['best']}")
+    return 0
