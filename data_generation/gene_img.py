@@ -4,7 +4,7 @@
         --part 1 --total_parts 4
 
 Images go to {output_path}/{class}/Strength{100s}_guidance{10g}_seed{seed}/{img}.jpg with a Parquet manifest
-per shard; a rerun resumes. See README.md for every flag.
+per shard; a rerun resumes. data_generation/README.md describes every flag.
 """
 
 from __future__ import annotations

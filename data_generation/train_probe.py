@@ -6,7 +6,7 @@
 
 The folder it writes is what `--clip_backend probe --clip_model DIR` loads: image-image similarity is the
 cosine of the probe's features, image-text similarity its probability of the prompt's class (so
-`--threshold` is a probability). See data_generation/scorers/probe.py.
+`--threshold` is a probability). See data_generation/scoring/backends/probe.py.
 """
 
 from __future__ import annotations

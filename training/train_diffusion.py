@@ -7,7 +7,7 @@
 Under `accelerate launch` it runs data parallel. A rerun with the same --output_dir resumes from the newest
 checkpoint (with the same settings; a changed setting is an error). The trained model (EMA weights) is saved
 to {output_dir}/model once the last stage is done, loadable with `ClassConditionalPixelPipeline.from_pretrained`
-and usable as `gene_img.py --model_id {output_dir}/model` (the pixel-ddpm backend). README.md, section
+and usable as `gene_img.py --model_id {output_dir}/model` (the pixel-ddpm backend). training/README.md, section
 "Diffusion training", describes every flag and file.
 """
 
