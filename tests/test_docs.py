@@ -7,7 +7,7 @@ A flag belongs to the CLI named last before it on the same command line or inlin
 the nearest heading that names one (`## Phase 1 — generation: data_generation/gene_img.py`). Flags after an
 outside tool (`accelerate launch --num_processes 4 ...`, `hf download --local-dir`) are not ours and are skipped.
 Parsers are only built, never run: `build_parser()` where a CLI has one, else its `main([])` is stopped at
-`parse_args` (nothing else runs before it in our CLIs). Fast: imports and string work only.
+argument parsing (nothing else runs before it in our CLIs). Fast: imports and string work only.
 """
 
 from __future__ import annotations
@@ -89,19 +89,19 @@ def parser_flags(key: str) -> frozenset[str]:
         parser = module.build_parser()
     else:
         box = {}
-        original = argparse.ArgumentParser.parse_args
+        original = argparse.ArgumentParser.parse_known_args  # parse_args goes through it too
 
         def capture(self, *args, **kwargs):
             box["parser"] = self
             raise _Stop
 
-        argparse.ArgumentParser.parse_args = capture
+        argparse.ArgumentParser.parse_known_args = capture
         try:
             module.main([])
         except _Stop:
             pass
         finally:
-            argparse.ArgumentParser.parse_args = original
+            argparse.ArgumentParser.parse_known_args = original
         parser = box["parser"]
     return frozenset(s for a in parser._actions for s in a.option_strings if s.startswith("--") and s != "--help")
 
