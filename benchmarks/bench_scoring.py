@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from curriculum.contracts import MANIFEST_COLUMNS, synthetic_id, variant_dirname
 from curriculum.images import load_rgb
 from curriculum.tables import write_parquet
-from data_generation.generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname
 from data_generation.scoring.score import ScoringConfig, score_spectrum
 
 PHOTO = (

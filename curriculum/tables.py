@@ -1,5 +1,6 @@
-"""The file contracts between stages (DESIGN.md §3): sample tables, class-name maps, atomic writers and
-Parquet files that carry their own metadata.
+"""Readers and writers of the file contracts between stages (DESIGN.md §3; the column lists and names live in
+`curriculum.contracts`): sample tables, class-name maps, atomic writers and Parquet files that carry their own
+metadata.
 
 Everything downstream is keyed by `sample_id`, never by row position.
 """
@@ -19,17 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curriculum.contracts import (
+    IMAGENET_LT_HEADER,
+    IMAGENET_LT_LAYOUT,
+    IWILDCAM_HEADER,
+    IWILDCAM_LAYOUT,
+    SAMPLE_COLUMNS,
+)
+
 log = logging.getLogger(__name__)
-
-SAMPLE_COLUMNS = ["sample_id", "filepath", "label", "label_name"]
-OPTIONAL_SAMPLE_COLUMNS = ["split", "domain", "difficulty", "hard"]
-
-# DisCL's two hard-sample layouts, mapped onto the canonical columns. The iWildCam file starts with an
-# unnamed pandas index column; the ImageNet-LT file has none.
-IWILDCAM_LAYOUT = {"label id": "label", "label name": "label_name", "filepath": "filepath", "img_name": "sample_id"}
-IMAGENET_LT_LAYOUT = {"filepath": "filepath", "image_name": "image_name", "label": "label", "classname": "label_name"}
-IWILDCAM_HEADER = ["", "label id", "label name", "filepath", "img_name"]
-IMAGENET_LT_HEADER = ["filepath", "image_name", "label", "classname"]
 
 METADATA_KEY = b"discl"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from curriculum.contracts import MANIFEST_COLUMNS, shard_failures_name, shard_manifest_name
 from curriculum.images import (
     SourceImageError,
     image_size,
@@ -34,7 +35,6 @@ from data_generation.generation.plan import (
     DEFAULT_TEMPLATE,
     DEFAULT_TEXT_GUIDANCE,
     IWILDCAM_TEMPLATE,
-    MANIFEST_COLUMNS,
     plan_variants,
     shard_bounds,
     target_size,
@@ -143,11 +143,6 @@ def process_shard(part: int, total_parts: int) -> tuple[int, int]:
     return (part - 1) * n + rank + 1, total_parts * n
 
 
-def manifest_name(part: int, total_parts: int) -> str:
-    """Return the file name of a shard manifest."""
-    return f"manifest-part{part}-of-{total_parts}.parquet"
-
-
 def _short_reason(message: str) -> str:
     """Collapse a failure message to a reason category for the summary counts."""
     for key in (
@@ -234,7 +229,7 @@ def run_generation(
     # last manifest flush, or by another tool) must decode fully. This keeps a resume over hundreds of
     # thousands of images from decoding each of them again.
     recorded: set[str] = set()
-    previous = out / manifest_name(part, total)
+    previous = out / shard_manifest_name(part, total)
     if previous.is_file():
         try:
             recorded = set(pd.read_parquet(previous, columns=["synthetic_id"])["synthetic_id"])
@@ -261,7 +256,7 @@ def run_generation(
     def flush() -> None:
         manifest = pd.DataFrame(list(records.values()), columns=MANIFEST_COLUMNS).sort_values("synthetic_id")
         meta = {"config": {k: v for k, v in asdict(cfg).items()}, "generator": model_desc, "shard": [part, total]}
-        summary.manifest_path = str(write_parquet(manifest, out / manifest_name(part, total), meta))
+        summary.manifest_path = str(write_parquet(manifest, out / shard_manifest_name(part, total), meta))
 
     todo = plan[~plan["done"]]
     if len(todo):
@@ -342,7 +337,7 @@ def run_generation(
 
     flush()
     if failures:
-        fail_path = out / manifest_name(part, total).replace("manifest-", "failures-").replace(".parquet", ".csv")
+        fail_path = out / shard_failures_name(part, total)
         summary.failures_path = str(write_csv(pd.DataFrame(failures), fail_path))
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -2,7 +2,7 @@
 
 Reads Phase 1 only as files: a sample table (canonical columns, plus `split` and `hard`) and a synthetic
 manifest (gene_img's, or the scored one with `keep`). The synthetic level of an image is its image guidance in
-percent, `curriculum.guidance.guidance_level(strength)`.
+percent, `curriculum.contracts.guidance_level(strength)`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
-from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, guidance_level
+from curriculum.contracts import KEEP, REAL_LEVEL, guidance_level
+from curriculum.guidance import ALL_LEVELS
 from curriculum.tables import read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
@@ -61,8 +62,8 @@ def load_synthetic(
     missing = need - set(df.columns)
     if missing:
         raise ValueError(f"{manifest}: not a synthetic manifest, missing column(s) {sorted(missing)}")
-    if "keep" in df.columns:
-        df = df[df["keep"].astype(bool)]
+    if KEEP in df.columns:
+        df = df[df[KEEP].astype(bool)]
     if syn_root is None:
         meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
         syn_root = meta.get("syn_path") or meta.get("config", {}).get("output_path") or manifest.parent
