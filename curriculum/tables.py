@@ -16,16 +16,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curriculum.contracts import (
+    IMAGE_EXTENSIONS,
     IMAGENET_LT_HEADER,
     IMAGENET_LT_LAYOUT,
     IWILDCAM_HEADER,
     IWILDCAM_LAYOUT,
     SAMPLE_COLUMNS,
+    is_image_file,
 )
 
 log = logging.getLogger(__name__)
@@ -203,6 +206,39 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
     df.attrs["n_duplicates_dropped"] = n_dup
     df.attrs["layout"] = layout
     df.attrs["path"] = str(path)
+    return df
+
+
+def read_image_folder(root: str | os.PathLike) -> pd.DataFrame:
+    """Return the sample table of an image folder `root/class_name/**/*.{jpg,png,...}` in canonical form.
+
+    Labels are the sorted class folders (as torchvision's ImageFolder; hidden folders and files are skipped).
+    The one `sample_id` rule: the file stem, or `class__stem` for every image whose stem repeats across the
+    folder, so ids stay stable and unique. `filepath` is relative to `root`, `source_path` absolute under it.
+    Raises TableError for a missing folder, a folder without images, or two images that get one id.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TableError(f"{root}: image folder not found")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    rows = []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if is_image_file(f) and f.is_file():
+                rows.append(
+                    {"filepath": f.relative_to(root).as_posix(), "label": label, "label_name": cls, "stem": f.stem}
+                )
+    if not rows:
+        raise TableError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders {root}/<class_name>/")
+    df = pd.DataFrame(rows)
+    clash = df["stem"].duplicated(keep=False)
+    df["sample_id"] = np.where(clash, df["label_name"] + "__" + df["stem"], df["stem"])
+    if df["sample_id"].duplicated().any():
+        dup = df.loc[df["sample_id"].duplicated(), "filepath"].iloc[0]
+        raise TableError(f"{root}: two images map to the same sample_id (e.g. {dup})")
+    df["source_path"] = [str(root / p) for p in df["filepath"]]
+    df = df[SAMPLE_COLUMNS + ["source_path"]].reset_index(drop=True)
+    df.attrs.update(layout="canonical", path=str(root))
     return df
 
 

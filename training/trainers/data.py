@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from curriculum.contracts import KEEP, REAL_LEVEL, guidance_level
 from curriculum.guidance import ALL_LEVELS
+from curriculum.images import SourceImageError, load_rgb
 from curriculum.tables import read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
@@ -154,12 +155,13 @@ def check_images_exist(paths: Sequence[str], where: str, show: int = 3) -> None:
 
 
 def load_image(path: str) -> Image.Image:
-    """Return the image at `path` as RGB (EXIF rotation applied); raises with the path when unreadable."""
+    """Return the image at `path` as 8-bit RGB (`curriculum.images.load_rgb`: EXIF rotation applied, alpha on white).
+
+    Raises OSError naming the path when it is missing or unreadable (the training CLIs turn it into exit code 2).
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except Exception as err:
+        return load_rgb(path)
+    except SourceImageError as err:
         raise OSError(f"cannot read training image {path}: {err}") from err
 
 
