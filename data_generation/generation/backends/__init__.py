@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curriculum.registry import Registry
-from data_generation.generation.backends.base import GenerationBatch, ImageGenerator, ModelLoadError
-
-GENERATORS: Registry = Registry("generator")
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ImageGenerator, ModelLoadError
 
 # diffusers pipeline classes (model_index.json `_class_name`) that the img2img backend serves
 DIFFUSERS_IMG2IMG_CLASSES = {

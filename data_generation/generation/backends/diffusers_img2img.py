@@ -25,8 +25,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from data_generation.generation.backends import GENERATORS
-from data_generation.generation.backends.base import GenerationBatch, ModelLoadError
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ModelLoadError
 from data_generation.hub import load_pretrained, resolve_dtype
 
 log = logging.getLogger(__name__)

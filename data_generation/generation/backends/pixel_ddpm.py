@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from curriculum.images import crop_resize, to_signed_array
-from data_generation.generation.backends import GENERATORS
-from data_generation.generation.backends.base import GenerationBatch, ModelLoadError
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ModelLoadError
 
 log = logging.getLogger(__name__)
 

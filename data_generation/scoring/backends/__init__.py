@@ -6,10 +6,7 @@ sims = scorer.embed_images(images) @ scorer.embed_texts(prompts).T   # cosine si
 
 from __future__ import annotations
 
-from curriculum.registry import Registry
-from data_generation.scoring.backends.base import ClipScorer, ScorerLoadError
-
-SCORERS: Registry = Registry("CLIP backend")
+from data_generation.scoring.backends.base import SCORERS, ClipScorer, ScorerLoadError
 
 DEFAULT_MODELS = {"transformers": "openai/clip-vit-base-patch32", "open_clip": "ViT-B-32"}
 DEFAULT_PRETRAINED = {"ViT-B-32": "openai"}

@@ -15,7 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curriculum.registry import Registry
+
 log = logging.getLogger(__name__)
+
+# filled by the backend modules, which the package imports (so it is full whenever the package is imported)
+SCORERS: Registry = Registry("CLIP backend")
 
 
 class ScorerLoadError(RuntimeError):

@@ -10,8 +10,13 @@ import torch
 from PIL import Image
 
 from data_generation.hub import load_pretrained, resolve_dtype
-from data_generation.scoring.backends import SCORERS
-from data_generation.scoring.backends.base import ScorerLoadError, TorchScorerMixin, file_signature, l2_normalise
+from data_generation.scoring.backends.base import (
+    SCORERS,
+    ScorerLoadError,
+    TorchScorerMixin,
+    file_signature,
+    l2_normalise,
+)
 
 
 def _load(model_id: str, torch_dtype: torch.dtype):

@@ -13,8 +13,13 @@ import torch
 from PIL import Image
 
 from data_generation.hub import hub_offline, resolve_dtype
-from data_generation.scoring.backends import SCORERS
-from data_generation.scoring.backends.base import ScorerLoadError, TorchScorerMixin, file_signature, l2_normalise
+from data_generation.scoring.backends.base import (
+    SCORERS,
+    ScorerLoadError,
+    TorchScorerMixin,
+    file_signature,
+    l2_normalise,
+)
 
 RANDOM = {"none", "random"}  # --clip_pretrained none: random weights (benchmarks, smoke tests)
 

@@ -33,8 +33,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from curriculum.tables import atomic_path, write_json
-from data_generation.scoring.backends import SCORERS
-from data_generation.scoring.backends.base import ScorerLoadError, TorchScorerMixin, file_signature, l2_normalise
+from data_generation.scoring.backends.base import (
+    SCORERS,
+    ScorerLoadError,
+    TorchScorerMixin,
+    file_signature,
+    l2_normalise,
+)
 
 FORMAT = "discl-probe/1"
 CONFIG = "probe_config.json"
