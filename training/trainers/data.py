@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,11 +177,3 @@ class ItemDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.transform(load_image(self.paths[i])), int(self.labels[i]), i
-
-
-@dataclass
-class SplitData:
-    """A labelled evaluation split (items) and its name (e.g. 'id_val')."""
-
-    name: str
-    items: pd.DataFrame

@@ -7,14 +7,6 @@ from pathlib import Path
 
 from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ImageGenerator, ModelLoadError
 
-# diffusers pipeline classes (model_index.json `_class_name`) that the img2img backend serves
-DIFFUSERS_IMG2IMG_CLASSES = {
-    "StableDiffusionXLImg2ImgPipeline",
-    "StableDiffusionXLPipeline",
-    "StableDiffusionImg2ImgPipeline",
-    "StableDiffusionPipeline",
-}
-
 
 def detect_generator(model_id: str) -> str:
     """Return the registered backend name for `model_id` (a local folder is read; hub ids use diffusers)."""

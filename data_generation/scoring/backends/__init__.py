@@ -9,7 +9,6 @@ from __future__ import annotations
 from data_generation.scoring.backends.base import SCORERS, ClipScorer, ScorerLoadError
 
 DEFAULT_MODELS = {"transformers": "openai/clip-vit-base-patch32", "open_clip": "ViT-B-32"}
-DEFAULT_PRETRAINED = {"ViT-B-32": "openai"}
 
 
 def default_model(backend: str) -> str:
