@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.config import dataclass_from_args
 from curriculum.tables import TableError
 from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
 from data_generation.scoring.index import SpectrumError
@@ -97,30 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = ScoringConfig(
-        syn_path=args.syn_path,
-        real_path=args.real_path,
-        threshold=args.threshold,
-        img_threshold=args.img_threshold,
-        clip_backend=args.clip_backend,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        manifest=args.manifest,
-        walk=args.walk,
-        data_csv=args.data_csv,
-        prompt_template=args.prompt_template,
-        class_names=args.class_names,
-        output_dir=args.output_dir,
-        cache_dir=args.cache_dir,
-        no_cache=args.no_cache,
-        num_workers=args.num_workers,
-        plots=not args.no_plots,
-        grid_samples=args.grid_samples,
-        progress=not args.no_progress,
-    )
+    cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
     try:
         result = score_spectrum(cfg)
     except (ScorerLoadError, SpectrumError, TableError, ValueError, OSError) as err:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from curriculum.config import dataclass_from_args
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv
 from data_generation.mining.datasets import DATASETS
 from data_generation.mining.difficulty import NON_SCORE_COLUMNS, base_score_name
@@ -82,26 +83,13 @@ def scorer_options(args, table: pd.DataFrame) -> ScorerOptions:
     names = read_class_names(args.class_names) if args.class_names else None
     n_classes, class_names = class_name_list(table, names)
     templates = read_prompt_templates(args.templates or ("iwildcam" if args.dataset == "iwildcam" else "imagenet"))
-    return ScorerOptions(
+    return dataclass_from_args(
+        ScorerOptions,
+        args,
         num_classes=n_classes,
         class_names=class_names,
         templates=tuple(templates),
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
-        classifier_arch=args.classifier_arch,
-        classifier_weights=args.classifier_weights,
-        classifier_img_size=args.classifier_img_size,
-        clip_backend=args.clip_backend,
-        clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained or None,
-        feature_model=args.feature_model,
-        feature_weights=args.feature_weights,
-        feature_img_size=args.feature_img_size,
-        n_clusters=args.n_clusters,
-        use_labels=args.use_labels,
-        predefined_column=args.predefined_column,
-        dynamics=args.dynamics,
     )
 
 
