@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -134,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    root = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         syn = make_work(root, args.sources, args.strengths, args.seeds)
         manifest = pd.read_parquet(syn / "manifest.parquet")
         n = len(manifest)
@@ -197,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, method, secs, speed, diff in lines:
             d = "" if np.isnan(diff) else f"{diff:.1e}"
             print(f"| {name} | {method} | {secs:.2f} | {n / secs:.1f} | {speed:.1f}x | {d} |")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Building a config dataclass from parsed command-line flags, written once for every CLI."""
+"""Command-line flags -> config dataclasses, written once for every CLI (and the list-valued flag they share)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -22,3 +23,8 @@ def dataclass_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any
     values = {n: getattr(args, n) for n in names if hasattr(args, n)}
     values.update(overrides)
     return cls(**values)
+
+
+def add_list_flag(group: argparse._ActionsContainer, flag: str, type_: type, default: Sequence, help: str) -> None:
+    """Add `flag` taking one or more values of `type_` (`nargs="+"`), whose default is `default` as a list."""
+    group.add_argument(flag, type=type_, nargs="+", default=list(default), help=help)

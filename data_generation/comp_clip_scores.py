@@ -36,21 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("input / output (DisCL's flags first)")
     io.add_argument("--syn_path", required=True, help="the generation output folder")
     io.add_argument(
-        "--real_path",
-        default=None,
-        help="root of the real images (the manifest's filepath is relative to it; default: the data_root "
-        "recorded in the manifest, else the current directory)",
+        "--real_path", help="root of the manifest's real filepaths (default: the data_root it records, else the cwd)"
     )
     io.add_argument(
-        "--manifest",
-        default=None,
-        help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)",
+        "--manifest", help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)"
     )
     io.add_argument("--walk", action="store_true", help="ignore any manifest and walk DisCL's folder layout")
     io.add_argument("--data_csv", default=None, help="sample table: labels and real filepaths for a folder walk")
     io.add_argument(
         "--prompt_template",
-        default=None,
         help="prompt for a folder walk: 'iwildcam' (a photo of {name} in the wild), 'imagenet_lt'/'default' "
         "(a photo of a {name}.) or a literal with {name}; default from the --data_csv layout",
     )
@@ -70,13 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
     m.add_argument(
         "--clip_model",
-        default=None,
         help=f"hub id / open_clip name / local folder (default {DEFAULT_MODELS['transformers']} for transformers, "
         f"{DEFAULT_MODELS['open_clip']} for open_clip)",
     )
     m.add_argument(
         "--clip_pretrained",
-        default=None,
         help="open_clip only: pretrained tag (default openai for ViT-B-32), a local .safetensors/.bin, "
         "or 'none' (random)",
     )
