@@ -140,3 +140,28 @@ def load_imagenet_lt(
             f"{df.loc[df['sample_id'].duplicated(), 'filepath'].iloc[0]}"
         )
     return _finish(df, Path(data_root) if data_root is not None else Path.cwd(), "imagenet_lt")
+
+
+def load_dataset(
+    dataset: str,
+    data: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    train_list: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Return the sample table of registered `dataset` ('table', 'folder', 'iwildcam', 'imagenet_lt') at `data`.
+
+    `split` keeps only that split's rows (iWildCam: the WILDS split is loaded alone); `data_root` resolves a
+    table's or ImageNet-LT list's relative paths; `train_list` is ImageNet-LT's training list (class counts).
+    """
+    if dataset == "table":
+        df = DATASETS.get("table")(data, data_root)
+    elif dataset == "folder":
+        df = DATASETS.get("folder")(data)
+    elif dataset == "iwildcam":
+        df = DATASETS.get("iwildcam")(data, splits=(split,) if split else None)
+    else:
+        df = DATASETS.get(dataset)(data, data_root, train_list=train_list)
+    if split and "split" in df.columns and dataset != "iwildcam":
+        df = df[df["split"].astype(str) == split].reset_index(drop=True)
+    return df

@@ -13,7 +13,7 @@ import pandas as pd
 
 from curriculum.config import dataclass_from_args
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv
-from data_generation.mining.datasets import DATASETS
+from data_generation.mining.datasets import load_dataset
 from data_generation.mining.difficulty import NON_SCORE_COLUMNS, base_score_name
 from data_generation.mining.rules import HardRule, MiningResult, join_scores, select_hard, write_mining_outputs
 from data_generation.mining.scorer_runs import ScorerOptions, class_name_list, run_scorers
@@ -47,21 +47,6 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, float]:
         if not sep:
             raise ValueError(f"{flag} expects COLUMN=FRACTION (e.g. true_prob=0.1), got {v!r}")
     return out
-
-
-def load_dataset(args) -> pd.DataFrame:
-    """Return the sample table the dataset flags describe (restricted to --split when given)."""
-    if args.dataset == "table":
-        df = DATASETS.get("table")(args.data, args.data_root)
-    elif args.dataset == "folder":
-        df = DATASETS.get("folder")(args.data)
-    elif args.dataset == "iwildcam":
-        df = DATASETS.get("iwildcam")(args.data, splits=(args.split,) if args.split else None)
-    else:
-        df = DATASETS.get("imagenet_lt")(args.data, args.data_root, train_list=args.train_list)
-    if args.split and "split" in df.columns and args.dataset != "iwildcam":
-        df = df[df["split"].astype(str) == args.split].reset_index(drop=True)
-    return df
 
 
 def hard_rule(args) -> HardRule:
@@ -105,7 +90,7 @@ def run_mining(args) -> MiningRun:
             raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
     rule = hard_rule(args)
     # 2. the sample table (a tail rule counts a class's images from the loader's train_count when there is one)
-    table = load_dataset(args)
+    table = load_dataset(args.dataset, args.data, args.data_root, args.split, args.train_list)
     if rule.tail_only and TRAIN_COUNT in table.columns:
         rule = replace(rule, count_column=TRAIN_COUNT)
     # 3. the difficulty scores, joined by sample_id
