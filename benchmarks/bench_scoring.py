@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -29,9 +28,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from curriculum.contracts import (
+    CLIP_IMG_SIM,
+    CLIP_TXT_SIM,
+    MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    synthetic_id,
+    variant_dirname,
+)
 from curriculum.images import load_rgb
 from curriculum.tables import write_parquet
-from data_generation.generation.plan import MANIFEST_COLUMNS, synthetic_id, variant_dirname
 from data_generation.scoring.score import ScoringConfig, score_spectrum
 
 PHOTO = (
@@ -81,7 +87,7 @@ def make_work(root: Path, n_sources: int, strengths: list[float], seeds: list[in
                 )
     write_parquet(
         pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
-        syn / "manifest.parquet",
+        syn / MANIFEST_FILE,
         {"config": {"data_root": str(root / "real")}},
     )
     return syn
@@ -134,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    root = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
         syn = make_work(root, args.sources, args.strengths, args.seeds)
-        manifest = pd.read_parquet(syn / "manifest.parquet")
+        manifest = pd.read_parquet(syn / MANIFEST_FILE)
         n = len(manifest)
         print(
             f"work: {args.sources} real images x {len(args.strengths)} strengths x {len(args.seeds)} seeds = {n} "
@@ -168,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 timings[label] = (time.perf_counter() - t0, res)
             ours = timings["cold"][1].scores.set_index("synthetic_id").loc[manifest["synthetic_id"]]
             diff = max(
-                np.abs(ours["clip_img_sim"].to_numpy() - ref_img).max(),
-                np.abs(ours["clip_txt_sim"].to_numpy() - ref_txt).max(),
+                np.abs(ours[CLIP_IMG_SIM].to_numpy() - ref_img).max(),
+                np.abs(ours[CLIP_TXT_SIM].to_numpy() - ref_txt).max(),
             )
             name = f"{backend} ViT-B-32"
             lines.append((name, "reference: 1 image at a time, re-embeds prompt + real", t_ref, 1.0, float("nan")))
@@ -197,8 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, method, secs, speed, diff in lines:
             d = "" if np.isnan(diff) else f"{diff:.1e}"
             print(f"| {name} | {method} | {secs:.2f} | {n / secs:.1f} | {speed:.1f}x | {d} |")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-REAL_LEVEL = 100
+from curriculum.contracts import REAL_LEVEL, guidance_level
+
 ALL_LEVELS = -1  # "a uniform mix of every synthetic level"
 
-
-def guidance_level(strength: float) -> int:
-    """Return the level (image guidance in percent) of an img2img strength: 100 - round(100 * strength)."""
-    return REAL_LEVEL - int(round(100 * float(strength)))
+__all__ = ["ALL_LEVELS", "REAL_LEVEL", "AdaptiveSchedule", "FixedSchedule", "guidance_level", "level_progress"]
 
 
 def _check_levels(levels: Sequence[int]) -> list[int]:

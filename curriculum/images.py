@@ -141,3 +141,17 @@ def center_crop_to_aspect(im: Image.Image, size: tuple[int, int]) -> Image.Image
         cw, ch = w, max(1, round(w * th / tw))
     left, top = (w - cw) // 2, (h - ch) // 2
     return im.crop((left, top, left + cw, top + ch))
+
+
+def crop_resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Return `im` as RGB, center-cropped to the aspect of `size` (w, h) and resized to it (bicubic): never squashed.
+
+    The one crop-resize of the pixel-space models, so training images and generation sources match.
+    """
+    im = center_crop_to_aspect(im.convert("RGB"), size)
+    return im if im.size == tuple(size) else im.resize(tuple(size), Image.Resampling.BICUBIC)
+
+
+def to_signed_array(im: Image.Image) -> np.ndarray:
+    """Return an 8-bit RGB image as an HxWx3 float32 array in [-1, 1] (the pixel-space models' range)."""
+    return np.asarray(im, dtype=np.float32) / 127.5 - 1.0

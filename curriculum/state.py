@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .contracts import STATE_ARRAYS_SUFFIX, STATE_CONFIG_SUFFIX
+from .contracts import STATE_FORMAT as FORMAT
 from .tables import atomic_path, write_json
-
-FORMAT = "discl-curriculum-state/1"
 
 
 def ids_digest(sample_ids: Sequence[str]) -> str:
@@ -38,8 +38,8 @@ def ids_digest(sample_ids: Sequence[str]) -> str:
 def state_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """Return (arrays file, JSON file) for a state path given with or without a suffix."""
     p = Path(path)
-    stem = p.with_suffix("") if p.suffix in {".safetensors", ".json", ".npz", ".npy"} else p
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    stem = p.with_suffix("") if p.suffix in {STATE_ARRAYS_SUFFIX, STATE_CONFIG_SUFFIX, ".npz", ".npy"} else p
+    return stem.with_name(stem.name + STATE_ARRAYS_SUFFIX), stem.with_name(stem.name + STATE_CONFIG_SUFFIX)
 
 
 @dataclass

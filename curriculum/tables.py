@@ -1,5 +1,6 @@
-"""The file contracts between stages (DESIGN.md §3): sample tables, class-name maps, atomic writers and
-Parquet files that carry their own metadata.
+"""Readers and writers of the file contracts between stages (DESIGN.md §3; the column lists and names live in
+`curriculum.contracts`): sample tables, class-name maps, atomic writers and Parquet files that carry their own
+metadata.
 
 Everything downstream is keyed by `sample_id`, never by row position.
 """
@@ -15,21 +16,22 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curriculum.contracts import (
+    IMAGE_EXTENSIONS,
+    IMAGENET_LT_HEADER,
+    IMAGENET_LT_LAYOUT,
+    IWILDCAM_HEADER,
+    IWILDCAM_LAYOUT,
+    SAMPLE_COLUMNS,
+    is_image_file,
+)
+
 log = logging.getLogger(__name__)
-
-SAMPLE_COLUMNS = ["sample_id", "filepath", "label", "label_name"]
-OPTIONAL_SAMPLE_COLUMNS = ["split", "domain", "difficulty", "hard"]
-
-# DisCL's two hard-sample layouts, mapped onto the canonical columns. The iWildCam file starts with an
-# unnamed pandas index column; the ImageNet-LT file has none.
-IWILDCAM_LAYOUT = {"label id": "label", "label name": "label_name", "filepath": "filepath", "img_name": "sample_id"}
-IMAGENET_LT_LAYOUT = {"filepath": "filepath", "image_name": "image_name", "label": "label", "classname": "label_name"}
-IWILDCAM_HEADER = ["", "label id", "label name", "filepath", "img_name"]
-IMAGENET_LT_HEADER = ["filepath", "image_name", "label", "classname"]
 
 METADATA_KEY = b"discl"
 
@@ -204,6 +206,39 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
     df.attrs["n_duplicates_dropped"] = n_dup
     df.attrs["layout"] = layout
     df.attrs["path"] = str(path)
+    return df
+
+
+def read_image_folder(root: str | os.PathLike) -> pd.DataFrame:
+    """Return the sample table of an image folder `root/class_name/**/*.{jpg,png,...}` in canonical form.
+
+    Labels are the sorted class folders (as torchvision's ImageFolder; hidden folders and files are skipped).
+    The one `sample_id` rule: the file stem, or `class__stem` for every image whose stem repeats across the
+    folder, so ids stay stable and unique. `filepath` is relative to `root`, `source_path` absolute under it.
+    Raises TableError for a missing folder, a folder without images, or two images that get one id.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TableError(f"{root}: image folder not found")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    rows = []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if is_image_file(f) and f.is_file():
+                rows.append(
+                    {"filepath": f.relative_to(root).as_posix(), "label": label, "label_name": cls, "stem": f.stem}
+                )
+    if not rows:
+        raise TableError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders {root}/<class_name>/")
+    df = pd.DataFrame(rows)
+    clash = df["stem"].duplicated(keep=False)
+    df["sample_id"] = np.where(clash, df["label_name"] + "__" + df["stem"], df["stem"])
+    if df["sample_id"].duplicated().any():
+        dup = df.loc[df["sample_id"].duplicated(), "filepath"].iloc[0]
+        raise TableError(f"{root}: two images map to the same sample_id (e.g. {dup})")
+    df["source_path"] = [str(root / p) for p in df["filepath"]]
+    df = df[SAMPLE_COLUMNS + ["source_path"]].reset_index(drop=True)
+    df.attrs.update(layout="canonical", path=str(root))
     return df
 
 

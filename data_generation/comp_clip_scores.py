@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.config import dataclass_from_args
 from curriculum.tables import TableError
 from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
 from data_generation.scoring.index import SpectrumError
@@ -35,21 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("input / output (DisCL's flags first)")
     io.add_argument("--syn_path", required=True, help="the generation output folder")
     io.add_argument(
-        "--real_path",
-        default=None,
-        help="root of the real images (the manifest's filepath is relative to it; default: the data_root "
-        "recorded in the manifest, else the current directory)",
+        "--real_path", help="root of the manifest's real filepaths (default: the data_root it records, else the cwd)"
     )
     io.add_argument(
-        "--manifest",
-        default=None,
-        help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)",
+        "--manifest", help="manifest to score (default: {syn_path}/manifest.parquet or the shard manifests)"
     )
     io.add_argument("--walk", action="store_true", help="ignore any manifest and walk DisCL's folder layout")
     io.add_argument("--data_csv", default=None, help="sample table: labels and real filepaths for a folder walk")
     io.add_argument(
         "--prompt_template",
-        default=None,
         help="prompt for a folder walk: 'iwildcam' (a photo of {name} in the wild), 'imagenet_lt'/'default' "
         "(a photo of a {name}.) or a literal with {name}; default from the --data_csv layout",
     )
@@ -69,13 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
     m.add_argument(
         "--clip_model",
-        default=None,
         help=f"hub id / open_clip name / local folder (default {DEFAULT_MODELS['transformers']} for transformers, "
         f"{DEFAULT_MODELS['open_clip']} for open_clip)",
     )
     m.add_argument(
         "--clip_pretrained",
-        default=None,
         help="open_clip only: pretrained tag (default openai for ViT-B-32), a local .safetensors/.bin, "
         "or 'none' (random)",
     )
@@ -97,30 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = ScoringConfig(
-        syn_path=args.syn_path,
-        real_path=args.real_path,
-        threshold=args.threshold,
-        img_threshold=args.img_threshold,
-        clip_backend=args.clip_backend,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        manifest=args.manifest,
-        walk=args.walk,
-        data_csv=args.data_csv,
-        prompt_template=args.prompt_template,
-        class_names=args.class_names,
-        output_dir=args.output_dir,
-        cache_dir=args.cache_dir,
-        no_cache=args.no_cache,
-        num_workers=args.num_workers,
-        plots=not args.no_plots,
-        grid_samples=args.grid_samples,
-        progress=not args.no_progress,
-    )
+    cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
     try:
         result = score_spectrum(cfg)
     except (ScorerLoadError, SpectrumError, TableError, ValueError, OSError) as err:

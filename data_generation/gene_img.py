@@ -18,6 +18,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.config import add_list_flag  # noqa: E402
 from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
 from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
@@ -50,23 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
     m.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     g = p.add_argument_group("spectrum")
-    g.add_argument(
-        "--strengths",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_STRENGTHS),
-        help="img2img strengths (image guidance = 1 - strength)",
-    )
-    g.add_argument(
-        "--text_guidance",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_TEXT_GUIDANCE),
-        help="classifier-free guidance scales (default 10)",
-    )
-    g.add_argument(
-        "--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="seeds (default 10 20 30 40 42 50 60 70)"
-    )
+    add_list_flag(g, "--strengths", float, DEFAULT_STRENGTHS, "img2img strengths (image guidance = 1 - strength)")
+    add_list_flag(g, "--text_guidance", float, DEFAULT_TEXT_GUIDANCE, "classifier-free guidance scales (default 10)")
+    add_list_flag(g, "--seeds", int, DEFAULT_SEEDS, "seeds (default 10 20 30 40 42 50 60 70)")
     g.add_argument("--steps", type=int, default=50, help="denoising steps of the full schedule (default 50)")
     g.add_argument("--width", type=int, default=None, help="output width (default: keep the source aspect)")
     g.add_argument("--height", type=int, default=None, help="output height (DisCL used 480x270 for iWildCam)")

@@ -14,7 +14,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import write_csv, write_parquet  # noqa: E402
-from data_generation.mining.datasets import DATASETS  # noqa: E402
+from data_generation.mining.datasets import DATASETS, load_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,16 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train_list", default=None)
     p.add_argument("--out", required=True, help=".parquet or .csv")
     args = p.parse_args(argv)
-    loader = DATASETS.get(args.dataset)
     try:
-        if args.dataset == "folder":
-            df = loader(args.data)
-        elif args.dataset == "iwildcam":
-            df = loader(args.data)
-        elif args.dataset == "imagenet_lt":
-            df = loader(args.data, args.data_root, train_list=args.train_list)
-        else:
-            df = loader(args.data, args.data_root)
+        df = load_dataset(args.dataset, args.data, args.data_root, train_list=args.train_list)
     except (ValueError, OSError) as err:
         print(f"make_table: error: {err}", file=sys.stderr)
         return 2

@@ -25,50 +25,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
 
     _bootstrap.ensure_importable()
 
-from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.mining.datasets import DATASETS  # noqa: E402
-from data_generation.mining.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
-from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
-from data_generation.mining.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
-
-#: the per-sample column holding its class's training count (the ImageNet-LT loader writes it)
-TRAIN_COUNT = "train_count"
-
-
-def _pairs(values: list[str] | None, flag: str) -> dict[str, float]:
-    out = {}
-    for v in values or []:
-        col, sep, q = v.partition("=")
-        try:
-            out[col] = float(q)
-        except ValueError:
-            raise ValueError(f"{flag} expects COLUMN=FRACTION (e.g. true_prob=0.1), got {v!r}") from None
-        if not sep:
-            raise ValueError(f"{flag} expects COLUMN=FRACTION (e.g. true_prob=0.1), got {v!r}")
-    return out
-
-
-def load_dataset(args) -> pd.DataFrame:  # noqa: F821
-    """Return the sample table the dataset flags describe (restricted to --split when given)."""
-    if args.dataset == "table":
-        df = DATASETS.get("table")(args.data, args.data_root)
-    elif args.dataset == "folder":
-        df = DATASETS.get("folder")(args.data)
-    elif args.dataset == "iwildcam":
-        df = DATASETS.get("iwildcam")(args.data, splits=(args.split,) if args.split else None)
-    else:
-        df = DATASETS.get("imagenet_lt")(args.data, args.data_root, train_list=args.train_list)
-    if args.split and "split" in df.columns and args.dataset != "iwildcam":
-        df = df[df["split"].astype(str) == args.split].reset_index(drop=True)
-    return df
+from data_generation.mining.difficulty import DIFFICULTY_SCORERS  # noqa: E402
+from data_generation.mining.mine import run_mining  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,108 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run mining; return the exit code."""
+    """Run mining (`data_generation.mining.mine.run_mining`); return the exit code (2: input that cannot be used)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        for flag in ("--output_csv", "--scores_parquet"):
-            out = Path(getattr(args, flag[2:]))
-            if Path(args.data).is_file() and out.resolve() == Path(args.data).resolve():
-                raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
-        rule = HardRule(
-            misclassified=args.misclassified is not None,
-            misclassified_by=tuple(args.misclassified or ()),
-            bottom_q=_pairs(args.bottom_q, "--bottom_q"),
-            top_q=_pairs(args.top_q, "--top_q"),
-            flag_column=args.flag_column,
-            tail_only=args.tail_only,
-            tail_max_count=args.tail_max_count,
-            combine=args.combine,
-        )
-        table = load_dataset(args)
-        if rule.tail_only and TRAIN_COUNT in table.columns:
-            rule = replace(rule, count_column=TRAIN_COUNT)
-        names = read_class_names(args.class_names) if args.class_names else None
-        n_classes, class_names = class_name_list(table, names)
-        templates = read_prompt_templates(args.templates or ("iwildcam" if args.dataset == "iwildcam" else "imagenet"))
-        opts = ScorerOptions(
-            num_classes=n_classes,
-            class_names=class_names,
-            templates=tuple(templates),
-            batch_size=args.batch_size,
-            device=args.device,
-            seed=args.seed,
-            classifier_arch=args.classifier_arch,
-            classifier_weights=args.classifier_weights,
-            classifier_img_size=args.classifier_img_size,
-            clip_backend=args.clip_backend,
-            clip_model=args.clip_model,
-            clip_pretrained=args.clip_pretrained or None,
-            feature_model=args.feature_model,
-            feature_weights=args.feature_weights,
-            feature_img_size=args.feature_img_size,
-            n_clusters=args.n_clusters,
-            use_labels=args.use_labels,
-            predefined_column=args.predefined_column,
-            dynamics=args.dynamics,
-        )
-        frames = run_scorers(args.scorers, table, opts)
-        scored = join_scores(table, *frames)
-        if args.prototype_state and "prototype" not in args.scorers:
-            raise ValueError("--prototype_state needs the prototype scorer (--scorers ... prototype)")
-        rule = rule.resolve(scored.columns)
-        hard = select_hard(scored, rule)
+        run = run_mining(args)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"mine_hard: error: {err}", file=sys.stderr)
         return 2
-    layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
-    config = {k: v for k, v in vars(args).items()}
-    config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
-    res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
-    summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
-    write_csv(res.summary, summary_path)
-    print(f"rule: {rule.describe()}")
-    print(f"hard: {int(hard.sum())} of {len(hard)} samples -> {res.hard_csv} ({layout} layout)")
+    res = run.outputs
+    print(f"rule: {run.rule.describe()}")
+    print(f"hard: {int(run.hard.sum())} of {len(run.hard)} samples -> {res.hard_csv} ({run.layout} layout)")
     print(res.summary.head(20).to_string(index=False))
-    written = f"all scores: {res.scores_parquet}; per-class summary: {summary_path}"
-    if not res.correlations.empty:
-        spearman_path = Path(args.scores_parquet).with_suffix(".spearman.csv")
-        write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
+    written = f"all scores: {res.scores_parquet}; per-class summary: {run.summary_path}"
+    if run.spearman_path is not None:
         print("\nSpearman correlation between scorers:\n" + res.correlations.round(3).to_string())
-        written += f"; Spearman table: {spearman_path}"
-    if args.prototype_state:
-        arrays, _ = save_prototype_state(
-            args.prototype_state, frames[args.scorers.index("prototype")], args.prototype_scaling, config
-        )
-        written += f"; prototype curriculum state: {arrays}"
+        written += f"; Spearman table: {run.spearman_path}"
+    if run.prototype_state is not None:
+        written += f"; prototype curriculum state: {run.prototype_state}"
     print("\n" + written)
     return 0
-
-
-def save_prototype_state(path: str, frame: pd.DataFrame, scaling: str, config: dict):  # noqa: F821
-    """Save the prototype scorer's distances as a curriculum state (difficulty = scaled distances, the
-    `CurriculumLearning.save_weights` format Phase 2 reads); return the two paths written."""
-    from curriculum.prototypes import scale_distances
-    from curriculum.state import save_curriculum_state
-
-    dist_col = next(c for c in frame.columns if base_score_name(c) == "prototype_distance")
-    clus_col = next(c for c in frame.columns if base_score_name(c) == "prototype_cluster")
-    d, clusters = frame[dist_col].to_numpy(), frame[clus_col].to_numpy()
-    arrays = {
-        "difficulty": scale_distances(d, clusters, scaling),
-        "distances": d.astype("float64"),
-        "assignments": clusters.astype("int64"),
-    }
-    cfg = {
-        "source": "mine_hard.py",
-        "distance_scaling": scaling,
-        "optimal_clusters": int(len(set(clusters.tolist()))),
-        "feature_model": config.get("feature_model"),
-        "feature_weights": config.get("feature_weights"),
-        "use_labels": config.get("use_labels"),
-        "seed": config.get("seed"),
-    }
-    return save_curriculum_state(path, frame.index.astype(str).tolist(), arrays, cfg)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curriculum.contracts import MANIFEST_COLUMNS
 from curriculum.tables import read_parquet_metadata
 from data_generation import gene_img, merge_manifests
 from data_generation.generation.backends import GenerationBatch, detect_generator, load_generator
 from data_generation.generation.generate import GenerationConfig, process_shard, run_generation
-from data_generation.generation.plan import MANIFEST_COLUMNS
 from data_generation.generation.seeding import make_generator
 
 from .conftest import ASSETS, REPO, SAMPLE_PHOTO

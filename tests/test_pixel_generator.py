@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from curriculum.contracts import MANIFEST_COLUMNS
 from data_generation.generation.backends import GenerationBatch, detect_generator, load_generator
 from data_generation.generation.backends.pixel_pipeline import ClassConditionalPixelPipeline, sdedit_timesteps
 from data_generation.generation.generate import GenerationConfig, run_generation
-from data_generation.generation.plan import MANIFEST_COLUMNS
 
 from .pixel_helpers import digits_in_memory, train_tiny
 

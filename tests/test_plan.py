@@ -11,14 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from curriculum.contracts import strength_percent, synthetic_id, variant_dirname
 from data_generation.generation.plan import (
     choose_prompt,
-    level,
     plan_variants,
     shard_bounds,
-    synthetic_id,
     target_size,
-    variant_dirname,
 )
 from data_generation.generation.seeding import make_generator, stable_seed
 
@@ -43,7 +41,7 @@ def test_bad_shard_flags(part, total):
 def test_discl_folder_names_round_instead_of_truncating():
     assert variant_dirname(0.3, 10, 42) == "Strength30_guidance100_seed42"
     assert variant_dirname(0.29, 7.5, 1) == "Strength29_guidance75_seed1"  # int(100*0.29) would give 28
-    assert level(0.7) == 70
+    assert strength_percent(0.7) == 70
     assert synthetic_id("img", 0.5, 10, 7) == "img/Strength50_guidance100_seed7"
 
 

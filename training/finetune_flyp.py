@@ -10,7 +10,6 @@ the best epoch is selected on id_val macro-F1, never on test.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -21,7 +20,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
-from training.trainers.cli import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
+from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
 from training.trainers.flyp import FLYPTask, load_open_clip  # noqa: E402
 from training.trainers.runs import build_run_data  # noqa: E402
 
@@ -38,10 +37,7 @@ DEFAULTS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run FLYP fine-tuning; return the exit code."""
-    p = argparse.ArgumentParser(
-        prog="finetune_flyp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_args(p, DEFAULTS)
+    p = common_parser("finetune_flyp.py", __doc__, DEFAULTS)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")
     m.add_argument("--pretrained", default="openai", help="open_clip tag or a local weights file")

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.config import add_list_flag, dataclass_from_args  # noqa: E402
 from curriculum.sparsity import REGROWTH_MODES, SPARSITY_VARIANTS  # noqa: E402
 from curriculum.timestep import DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS  # noqa: E402
 from training.diffusion.data import write_digits  # noqa: E402
@@ -50,9 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m = p.add_argument_group("model")
     m.add_argument("--image_size", type=int, default=D.image_size, help=f"pixels per side (default {D.image_size})")
-    m.add_argument(
-        "--block_out_channels", type=int, nargs="+", default=list(D.block_out_channels), help="UNet widths per level"
-    )
+    add_list_flag(m, "--block_out_channels", int, D.block_out_channels, "UNet widths per level")
     m.add_argument("--layers_per_block", type=int, default=D.layers_per_block)
     m.add_argument("--norm_num_groups", type=int, default=D.norm_num_groups)
     m.add_argument("--no_mid_attention", action="store_true", help="no self-attention in the bottleneck")
@@ -64,16 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--t_sampler", default=D.t_sampler, choices=TIMESTEP_SAMPLERS.names(), help="timestep sampler (default stages)"
     )
-    c.add_argument(
-        "--stage_starts",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_STAGE_STARTS),
-        help="t_min of each stage (fraction of T)",
-    )
-    c.add_argument(
-        "--stage_epochs", type=int, nargs="+", default=list(DEFAULT_STAGE_EPOCHS), help="epochs of each stage"
-    )
+    add_list_flag(c, "--stage_starts", float, DEFAULT_STAGE_STARTS, "t_min of each stage (fraction of T)")
+    add_list_flag(c, "--stage_epochs", int, DEFAULT_STAGE_EPOCHS, "epochs of each stage")
     c.add_argument(
         "--soft_kappa", type=float, default=D.soft_kappa, help="soft sampler: initial log-odds of t=T-1 over t=0"
     )
@@ -115,42 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:
     """Return the training config built from parsed flags."""
-    return DiffusionTrainConfig(
-        data=args.data,
-        output_dir=args.output_dir,
-        data_root=args.data_root,
-        split=args.split,
-        image_size=args.image_size,
+    return dataclass_from_args(
+        DiffusionTrainConfig,
+        args,
         block_out_channels=tuple(args.block_out_channels),
-        layers_per_block=args.layers_per_block,
-        norm_num_groups=args.norm_num_groups,
         mid_attention=not args.no_mid_attention,
-        t_sampler=args.t_sampler,
         stage_starts=tuple(args.stage_starts),
         stage_epochs=tuple(args.stage_epochs),
-        soft_kappa=args.soft_kappa,
-        loss_weighting=args.loss_weighting,
-        snr_gamma=args.snr_gamma,
-        sparsity=args.sparsity,
-        sparsity_start=args.sparsity_start,
-        regrowth=args.regrowth,
-        cr_lambda_max=args.cr_lambda_max,
-        num_train_timesteps=args.num_train_timesteps,
-        beta_schedule=args.beta_schedule,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        ema_decay=args.ema_decay,
-        p_uncond=args.p_uncond,
-        sample_steps=args.sample_steps,
-        sample_guidance=args.sample_guidance,
-        samples_per_class=args.samples_per_class,
-        seed=args.seed,
-        device=args.device,
         resume=not args.no_resume,
-        keep_checkpoints=args.keep_checkpoints,
-        stop_after_epoch=args.stop_after_epoch,
         progress=not args.no_progress,
     )
 

@@ -16,7 +16,6 @@ synthetic images (the engine's default composition); its real part can be drawn 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -27,7 +26,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from training.trainers.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
-from training.trainers.cli import add_common_args, check_run_flags, run_training, train_config  # noqa: E402
+from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
 from training.trainers.losses import LOSSES  # noqa: E402
 from training.trainers.runs import build_run_data  # noqa: E402
 
@@ -45,10 +44,7 @@ DEFAULTS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run long-tail training; return the exit code."""
-    p = argparse.ArgumentParser(
-        prog="train_lt.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_args(p, DEFAULTS)
+    p = common_parser("train_lt.py", __doc__, DEFAULTS)
     m = p.add_argument_group("model")
     m.add_argument(
         "--arch",

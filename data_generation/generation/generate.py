@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from curriculum.contracts import MANIFEST_COLUMNS, shard_failures_name, shard_manifest_name
 from curriculum.images import (
     SourceImageError,
     image_size,
@@ -34,7 +35,6 @@ from data_generation.generation.plan import (
     DEFAULT_TEMPLATE,
     DEFAULT_TEXT_GUIDANCE,
     IWILDCAM_TEMPLATE,
-    MANIFEST_COLUMNS,
     plan_variants,
     shard_bounds,
     target_size,
@@ -143,11 +143,6 @@ def process_shard(part: int, total_parts: int) -> tuple[int, int]:
     return (part - 1) * n + rank + 1, total_parts * n
 
 
-def manifest_name(part: int, total_parts: int) -> str:
-    """Return the file name of a shard manifest."""
-    return f"manifest-part{part}-of-{total_parts}.parquet"
-
-
 def _short_reason(message: str) -> str:
     """Collapse a failure message to a reason category for the summary counts."""
     for key in (
@@ -190,6 +185,7 @@ def run_generation(
     `generator` injects a loaded backend (tests, the benchmark); otherwise it is loaded from `cfg.model_id`
     only if there is work to do. `on_batch(n_written)` is called after each batch (used to test kills).
     """
+    # 1. check inputs and take this process's shard of the sample table
     t0 = time.perf_counter()
     cfg.validate()
     samples = read_sample_table(cfg.data_csv, cfg.data_root)
@@ -200,6 +196,7 @@ def run_generation(
     out.mkdir(parents=True, exist_ok=True)
     summary = GenerationSummary(shard=f"part {part}/{total}")
 
+    # 2. plan the variants (sample x strength x text guidance x seed); a sample that cannot be planned fails
     names = read_class_names(cfg.class_names) if cfg.class_names else None
     template = cfg.prompt_template or default_template(samples.attrs.get("layout", "canonical"))
     plan, plan_failures = plan_variants(
@@ -224,28 +221,12 @@ def run_generation(
     for f in plan_failures:
         summary.failure_reasons[_short_reason(f.reason)] += per_sample
 
-    # resume: a variant is done when its image exists and decodes. Temporary files of a killed run
-    # (atomic writes: `.{name}.*.tmp`) never count as done; remove the ones in this shard's folders.
-    for folder in {(out / p).parent for p in plan["path"]}:
-        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
-            stale.unlink(missing_ok=True)
-    # Rows an earlier run recorded in this shard's manifest were written atomically: they must exist and be
-    # complete (JPEG start and end markers: two small reads, no decoding). Any other file (written after the
-    # last manifest flush, or by another tool) must decode fully. This keeps a resume over hundreds of
-    # thousands of images from decoding each of them again.
-    recorded: set[str] = set()
-    previous = out / manifest_name(part, total)
-    if previous.is_file():
-        try:
-            recorded = set(pd.read_parquet(previous, columns=["synthetic_id"])["synthetic_id"])
-        except Exception as err:  # an unreadable manifest only costs the fast path
-            log.warning("%s: cannot read the previous manifest (%s); checking every image", previous, err)
-    done_mask = [
-        looks_complete(out / p) if sid in recorded else is_readable_image(out / p)
-        for sid, p in zip(plan["synthetic_id"], plan["path"])
-    ]
+    # 3. resume: which variants are done already
+    done_mask = _done_variants(out, plan, out / shard_manifest_name(part, total))
     plan["done"] = done_mask
     summary.skipped_done = int(sum(done_mask))
+
+    # 4. the manifest: the done variants now, each generated one as it is written; `flush` writes the file
     records: dict[str, dict] = {}
     model_desc: dict = {}
 
@@ -261,8 +242,9 @@ def run_generation(
     def flush() -> None:
         manifest = pd.DataFrame(list(records.values()), columns=MANIFEST_COLUMNS).sort_values("synthetic_id")
         meta = {"config": {k: v for k, v in asdict(cfg).items()}, "generator": model_desc, "shard": [part, total]}
-        summary.manifest_path = str(write_parquet(manifest, out / manifest_name(part, total), meta))
+        summary.manifest_path = str(write_parquet(manifest, out / shard_manifest_name(part, total), meta))
 
+    # 5. generate the rest, chunk of source images by chunk, one batch per (strength, guidance, size)
     todo = plan[~plan["done"]]
     if len(todo):
         if generator is None:
@@ -340,12 +322,37 @@ def run_generation(
                         on_batch(summary.generated)
         bar.close()
 
+    # 6. write the manifest and the failures
     flush()
     if failures:
-        fail_path = out / manifest_name(part, total).replace("manifest-", "failures-").replace(".parquet", ".csv")
+        fail_path = out / shard_failures_name(part, total)
         summary.failures_path = str(write_csv(pd.DataFrame(failures), fail_path))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _done_variants(out: Path, plan: pd.DataFrame, previous: Path) -> list[bool]:
+    """Return, per planned variant, whether its image under `out` is done (a resumed run skips it).
+
+    Temporary files of a killed run (atomic writes: `.{name}.*.tmp`) never count as done; the ones in the
+    plan's folders are removed. Rows the shard's `previous` manifest recorded were written atomically: they
+    must exist and be complete (JPEG start and end markers: two small reads, no decoding). Any other file
+    (written after the last manifest flush, or by another tool) must decode fully. This keeps a resume over
+    hundreds of thousands of images from decoding each of them again.
+    """
+    for folder in {(out / p).parent for p in plan["path"]}:
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
+    recorded: set[str] = set()
+    if previous.is_file():
+        try:
+            recorded = set(pd.read_parquet(previous, columns=["synthetic_id"])["synthetic_id"])
+        except Exception as err:  # an unreadable manifest only costs the fast path
+            log.warning("%s: cannot read the previous manifest (%s); checking every image", previous, err)
+    return [
+        looks_complete(out / p) if sid in recorded else is_readable_image(out / p)
+        for sid, p in zip(plan["synthetic_id"], plan["path"])
+    ]
 
 
 def _default_device() -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from curriculum.contracts import MANIFEST_FILE, SHARD_GLOB, parse_shard_name, shard_manifests
 from curriculum.tables import read_parquet_metadata, write_parquet
-
-SHARD_RE = re.compile(r"manifest-part(\d+)-of-(\d+)\.parquet$")
 
 
 @dataclass
@@ -24,19 +22,19 @@ class MergeResult:
     missing_parts: list[str]
 
 
-def merge_manifests(output_path: str | Path, out_name: str = "manifest.parquet") -> MergeResult:
+def merge_manifests(output_path: str | Path, out_name: str = MANIFEST_FILE) -> MergeResult:
     """Merge every shard manifest under `output_path`; return where it went and what it held.
 
     Rows are deduplicated by `synthetic_id` (shard layouts may have changed between runs). Parts missing
     from a layout (e.g. part 3 of 4 never ran) are listed in the result and the file's metadata.
     """
     output_path = Path(output_path)
-    files = sorted(p for p in output_path.glob("manifest-part*-of-*.parquet") if SHARD_RE.search(p.name))
+    files = shard_manifests(output_path)
     if not files:
-        raise FileNotFoundError(f"{output_path}: no shard manifests (manifest-part*-of-*.parquet) to merge")
+        raise FileNotFoundError(f"{output_path}: no shard manifests ({SHARD_GLOB}) to merge")
     seen: dict[int, set[int]] = {}
     for f in files:
-        i, n = map(int, SHARD_RE.search(f.name).groups())
+        i, n = parse_shard_name(f.name)
         seen.setdefault(n, set()).add(i)
     missing = [f"part {i} of {n}" for n, got in seen.items() for i in range(1, n + 1) if i not in got]
     frames = [pd.read_parquet(f) for f in files]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from curriculum.contracts import MANIFEST_COLUMNS, synthetic_id, variant_dirname
 from curriculum.images import UnsafeNameError, safe_component
 from data_generation.generation.seeding import stable_seed
 
@@ -19,41 +20,6 @@ DEFAULT_TEXT_GUIDANCE = (10.0,)
 DEFAULT_SEEDS = (10, 20, 30, 40, 42, 50, 60, 70)
 IWILDCAM_TEMPLATE = "a photo of {name} in the wild"
 DEFAULT_TEMPLATE = "a photo of a {name}."
-
-MANIFEST_COLUMNS = [
-    "synthetic_id",
-    "sample_id",
-    "label",
-    "label_name",
-    "prompt",
-    "strength",
-    "image_guidance",
-    "text_guidance",
-    "seed",
-    "model_id",
-    "steps",
-    "width",
-    "height",
-    "path",
-    "filepath",
-]
-# `path`: the synthetic image, relative to the output folder. `filepath`: the real source image as the sample
-# table gave it (relative to --data_root, recorded in the manifest metadata), so scorers find the real image.
-
-
-def level(strength: float) -> int:
-    """Return the integer strength level round(100*strength) used in folder names (0.3 -> 30)."""
-    return int(round(100 * float(strength)))
-
-
-def variant_dirname(strength: float, text_guidance: float, seed: int) -> str:
-    """Return DisCL's folder name `Strength{100s}_guidance{10g}_seed{seed}` (rounded, not truncated)."""
-    return f"Strength{level(strength)}_guidance{int(round(10 * float(text_guidance)))}_seed{int(seed)}"
-
-
-def synthetic_id(sample_id: str, strength: float, text_guidance: float, seed: int) -> str:
-    """Return the stable id of one synthetic image."""
-    return f"{sample_id}/{variant_dirname(strength, text_guidance, seed)}"
 
 
 def shard_bounds(n: int, part: int, total_parts: int) -> tuple[int, int]:

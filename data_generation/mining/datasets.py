@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from curriculum.registry import Registry
-from curriculum.tables import TableError, read_class_names, read_sample_table
+from curriculum.tables import TableError, read_class_names, read_image_folder, read_sample_table
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 WILDS_SPLITS = ("train", "val", "test", "id_val", "id_test")
 
 DATASETS: Registry = Registry("dataset")
@@ -42,31 +41,11 @@ def load_table(path: str | os.PathLike, data_root: str | os.PathLike | None = No
 
 
 @DATASETS.register("folder")
-def load_image_folder(root: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> pd.DataFrame:
-    """Return the sample table of `root/class_name/*.jpg` (labels = sorted class folders, as torchvision).
-
-    `sample_id` is the file stem, prefixed with the class (`class__stem`) when stems repeat across classes.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise TableError(f"{root}: image folder not found")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    rows = []
-    for label, cls in enumerate(classes):
-        for f in sorted((root / cls).rglob("*")):
-            if f.suffix.lower() in extensions and f.is_file():
-                rows.append(
-                    {"filepath": f.relative_to(root).as_posix(), "label": label, "label_name": cls, "stem": f.stem}
-                )
-    if not rows:
-        raise TableError(f"{root}: no images ({', '.join(extensions)}) in class sub-folders")
-    df = pd.DataFrame(rows)
-    clash = df["stem"].duplicated(keep=False)
-    df["sample_id"] = np.where(clash, df["label_name"] + "__" + df["stem"], df["stem"])
-    if df["sample_id"].duplicated().any():
-        dup = df.loc[df["sample_id"].duplicated(), "filepath"].iloc[0]
-        raise TableError(f"{root}: two images map to the same sample_id (e.g. {dup})")
-    return _finish(df.drop(columns="stem"), root, "canonical")
+def load_image_folder(root: str | os.PathLike) -> pd.DataFrame:
+    """Return the sample table of `root/class_name/*.jpg` (`curriculum.tables.read_image_folder`: labels = sorted
+    class folders, `sample_id` = the file stem, `class__stem` when stems repeat across classes)."""
+    df = read_image_folder(root)
+    return _finish(df.drop(columns="source_path"), Path(root), "canonical")
 
 
 @DATASETS.register("iwildcam")
@@ -161,3 +140,28 @@ def load_imagenet_lt(
             f"{df.loc[df['sample_id'].duplicated(), 'filepath'].iloc[0]}"
         )
     return _finish(df, Path(data_root) if data_root is not None else Path.cwd(), "imagenet_lt")
+
+
+def load_dataset(
+    dataset: str,
+    data: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    train_list: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Return the sample table of registered `dataset` ('table', 'folder', 'iwildcam', 'imagenet_lt') at `data`.
+
+    `split` keeps only that split's rows (iWildCam: the WILDS split is loaded alone); `data_root` resolves a
+    table's or ImageNet-LT list's relative paths; `train_list` is ImageNet-LT's training list (class counts).
+    """
+    if dataset == "table":
+        df = DATASETS.get("table")(data, data_root)
+    elif dataset == "folder":
+        df = DATASETS.get("folder")(data)
+    elif dataset == "iwildcam":
+        df = DATASETS.get("iwildcam")(data, splits=(split,) if split else None)
+    else:
+        df = DATASETS.get(dataset)(data, data_root, train_list=train_list)
+    if split and "split" in df.columns and dataset != "iwildcam":
+        df = df[df["split"].astype(str) == split].reset_index(drop=True)
+    return df

@@ -53,12 +53,11 @@ def base_score_name(column: str) -> str:
     """Return the score a column holds: `column`, or `base` for `<scorer>_<base>` (e.g. `checkpoint_true_prob`).
 
     Only a registered scorer's name followed by a known score (or non-score) column is stripped, so a user's
-    own column (`--predefined_column`) keeps its name.
+    own column (`--predefined_column`) keeps its name. The scorers register when `data_generation.mining` is
+    imported (its `__init__` imports `scorer_runs`), which importing this module always does first.
     """
     if column in HARDER_IF_LARGER or column in NON_SCORE_COLUMNS:
         return column
-    from data_generation import scorer_runs  # noqa: F401  (registers the scorers whose names prefix clashing columns)
-
     for scorer in sorted(DIFFICULTY_SCORERS.names(), key=len, reverse=True):
         rest = column[len(scorer) + 1 :]
         if column.startswith(scorer + "_") and (rest in HARDER_IF_LARGER or rest in NON_SCORE_COLUMNS):

@@ -220,7 +220,8 @@ def load_refiner_generator(work_dir: str | Path, small: bool = False, device: st
 
     Nothing is written to disk: the benchmark injects it into run_generation. `dtype` is a `--dtype` name.
     """
-    from data_generation.generation.backends.diffusers_img2img import DiffusersImg2ImgGenerator, resolve_dtype
+    from data_generation.generation.backends.diffusers_img2img import DiffusersImg2ImgGenerator
+    from data_generation.hub import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype, device)
     pipe = build_refiner_architecture(work_dir, small=small, device=device, dtype=torch_dtype)
@@ -245,7 +246,7 @@ def save_refiner_architecture(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build the random-weight SDXL refiner architecture and save it; return the exit code."""
-    from data_generation.generation.backends.diffusers_img2img import resolve_dtype
+    from data_generation.hub import resolve_dtype
 
     p = argparse.ArgumentParser(description="Save the SDXL refiner architecture with random weights (offline).")
     p.add_argument("--out", required=True, help="folder to write (a diffusers pipeline folder)")

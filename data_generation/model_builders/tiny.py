@@ -69,23 +69,25 @@ def clip_tokenizer(tmp_dir: str | Path, pad_token: str = "<|endoftext|>"):
     return CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tmp_dir, pad_token=pad_token)))
 
 
+#: the tiny CLIP text encoder (real vocabulary and special tokens, width 32, 2 layers) every builder uses
+TINY_CLIP_TEXT = dict(
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    hidden_size=32,
+    intermediate_size=37,
+    layer_norm_eps=1e-5,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    vocab_size=49408,
+    max_position_embeddings=77,
+)
+
+
 def _text_config(**kw):
     from transformers import CLIPTextConfig
 
-    base = dict(
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-5,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        vocab_size=49408,
-        max_position_embeddings=77,
-    )
-    base.update(kw)
-    return CLIPTextConfig(**base)
+    return CLIPTextConfig(**{**TINY_CLIP_TEXT, **kw})
 
 
 def _vae(sample_size: int):
@@ -103,42 +105,49 @@ def _vae(sample_size: int):
     )
 
 
+#: the UNet layout both tiny img2img pipelines share (two levels, one cross-attention level, 32-d text)
+TINY_UNET = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+    norm_num_groups=32,
+)
+
+
+def _eval_modules(pipe):
+    """Return `pipe` with every torch module among its components in eval mode."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
+
+
 def build_tiny_sd_img2img(work_dir: str | Path, seed: int = 0):
     """Return a tiny StableDiffusionImg2ImgPipeline (SD 1.x layout), eval mode, random weights."""
     from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, attention_head_dim=4)
     vae = _vae(64)
     text_encoder = CLIPTextModel(_text_config())
-    tokenizer = clip_tokenizer(Path(work_dir) / "tokenizer-src")
-    scheduler = PNDMScheduler(skip_prk_steps=True, steps_offset=1)
     pipe = StableDiffusionImg2ImgPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=clip_tokenizer(Path(work_dir) / "tokenizer-src"),
         unet=unet,
-        scheduler=scheduler,
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
         requires_safety_checker=False,
     )
-    for m in (unet, vae, text_encoder):
-        m.eval()
-    return pipe
+    return _eval_modules(pipe)
 
 
 def build_tiny_sdxl_refiner(work_dir: str | Path, seed: int = 0):
@@ -155,21 +164,13 @@ def build_tiny_sdxl_refiner(work_dir: str | Path, seed: int = 0):
     torch.manual_seed(seed)
     time_dim, proj_dim = 8, 32
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=5 * time_dim + proj_dim,
-        cross_attention_dim=32,
-        norm_num_groups=32,
     )
     vae = _vae(64)
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(projection_dim=proj_dim))
@@ -181,20 +182,13 @@ def build_tiny_sdxl_refiner(work_dir: str | Path, seed: int = 0):
         timestep_spacing="leading",
         steps_offset=1,
     )
-    pipe = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=text_encoder_2,
-        tokenizer=None,
-        tokenizer_2=tokenizer_2,
-        unet=unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=False,
+    components = dict(
+        vae=vae, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=tokenizer_2
     )
-    for m in (unet, vae, text_encoder_2):
-        m.eval()
-    return pipe
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        **components, unet=unet, scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False
+    )
+    return _eval_modules(pipe)
 
 
 BUILDERS = {"sd-img2img": build_tiny_sd_img2img, "sdxl-refiner": build_tiny_sdxl_refiner}

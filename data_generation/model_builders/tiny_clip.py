@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from data_generation.model_builders.tiny import write_clip_tokenizer
+from data_generation.model_builders.tiny import TINY_CLIP_TEXT, write_clip_tokenizer
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -35,17 +35,7 @@ def save_tiny_hf_clip(out: str | Path, image_size: int = 32, seed: int = 0) -> P
     out = Path(out)
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=dict(
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=49408,
-            max_position_embeddings=77,
-        ),
+        text_config=dict(TINY_CLIP_TEXT),
         vision_config=dict(
             hidden_size=32,
             intermediate_size=37,

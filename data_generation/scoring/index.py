@@ -1,6 +1,6 @@
 """Find the synthetic images to score: read the generation manifest, or walk DisCL's folder layout.
 
-Both give the same table: the manifest columns (`plan.MANIFEST_COLUMNS`) plus two helper columns,
+Both give the same table: the manifest columns (`curriculum.contracts.MANIFEST_COLUMNS`) plus two helper columns,
 `syn_file` (the synthetic image on disk) and `real_file` (its real source image, or "" if not found).
 
 The manifest is the truth. The walk exists so folders made by the reference scripts (which write no
@@ -12,27 +12,27 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from curriculum.tables import read_parquet_metadata, read_sample_table
-from data_generation.generation.merge import SHARD_RE
-from data_generation.generation.plan import (
-    DEFAULT_TEMPLATE,
-    IWILDCAM_TEMPLATE,
+from curriculum.contracts import (
+    IMAGE_EXTENSIONS,
     MANIFEST_COLUMNS,
-    class_prompt_name,
+    MANIFEST_FILE,
+    SHARD_GLOB,
+    is_image_file,
+    parse_variant_dirname,
+    shard_manifests,
     synthetic_id,
 )
+from curriculum.tables import read_parquet_metadata, read_sample_table
+from data_generation.generation.plan import DEFAULT_TEMPLATE, IWILDCAM_TEMPLATE, class_prompt_name
 
 log = logging.getLogger(__name__)
 
-VARIANT_RE = re.compile(r"^Strength(\d+)_guidance(\d+)_seed(-?\d+)$")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".JPEG", ".JPG", ".PNG")
 TEMPLATES = {"iwildcam": IWILDCAM_TEMPLATE, "imagenet_lt": DEFAULT_TEMPLATE, "default": DEFAULT_TEMPLATE}
 
 
@@ -76,10 +76,10 @@ def read_manifest(
         files = [Path(manifest)]
         if not files[0].is_file():
             raise SpectrumError(f"--manifest {manifest}: no such file")
-    elif (syn_path / "manifest.parquet").is_file():
-        files = [syn_path / "manifest.parquet"]
+    elif (syn_path / MANIFEST_FILE).is_file():
+        files = [syn_path / MANIFEST_FILE]
     else:
-        files = sorted(p for p in syn_path.glob("manifest-part*-of-*.parquet") if SHARD_RE.search(p.name))
+        files = shard_manifests(syn_path)
     if not files:
         return None
     try:
@@ -117,13 +117,13 @@ def walk_spectrum(
     rows = []
     for class_dir in sorted(p for p in syn_path.iterdir() if p.is_dir()):
         for var_dir in sorted(p for p in class_dir.iterdir() if p.is_dir()):
-            m = VARIANT_RE.match(var_dir.name)
-            if not m:
+            variant = parse_variant_dirname(var_dir.name)
+            if variant is None:
                 continue
-            strength, guidance, seed = int(m.group(1)) / 100, int(m.group(2)) / 10, int(m.group(3))
+            strength, guidance, seed = variant
             for img in sorted(var_dir.iterdir()):
-                if img.suffix not in IMAGE_SUFFIXES or img.name.startswith("."):
-                    continue  # temporary files of an interrupted atomic write start with "."
+                if not is_image_file(img):
+                    continue  # also skips the hidden temporary files of an interrupted atomic write
                 sid = img.stem
                 label, label_name, filepath = -1, class_dir.name, ""
                 if by_id is not None and sid in by_id.index:
@@ -171,14 +171,14 @@ class RealImageFinder:
     def find(self, sample_id: str, class_dir: str = "") -> Path | None:
         """Return the path of the real image of `sample_id`, or None."""
         for folder in ([self.root / class_dir] if class_dir else []) + [self.root]:
-            for suf in IMAGE_SUFFIXES:
+            for suf in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
                 cand = folder / f"{sample_id}{suf}"
                 if cand.is_file():
                     return cand
         if self._index is None:
             self._index = {}
             for p in sorted(self.root.rglob("*")):
-                if p.suffix in IMAGE_SUFFIXES and p.is_file():
+                if is_image_file(p) and p.is_file():
                     self._index.setdefault(p.stem, p)
         return self._index.get(sample_id)
 
@@ -232,7 +232,7 @@ def build_index(
         meta, source = {}, f"walk:{syn_path}"
         if rows.empty:
             raise SpectrumError(
-                f"{syn_path}: no manifest (manifest.parquet / manifest-part*-of-*.parquet) and no images in DisCL's "
+                f"{syn_path}: no manifest ({MANIFEST_FILE} / {SHARD_GLOB}) and no images in DisCL's "
                 "layout {class}/Strength{100s}_guidance{10g}_seed{seed}/{img}.jpg"
             )
     data_root = (meta.get("config") or {}).get("data_root")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curriculum.contracts import CLIP_IMG_SIM, CLIP_TXT_SIM, KEEP, SCORE_STATUS
 from curriculum.tables import atomic_path
 
 
@@ -19,7 +20,7 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     `mean_clip_txt_sim`, `mean_clip_img_sim` (means over scorable rows).
     """
     df = scores.assign(
-        _ok=scores["score_status"].eq("ok"),
+        _ok=scores[SCORE_STATUS].eq("ok"),
         _class=scores["label_name"]
         .astype(str)
         .where(scores["label_name"].astype(str) != "", scores["label"].astype(str)),
@@ -30,10 +31,10 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame(
             {
                 "total": g.size(),
-                "kept": g["keep"].sum().astype(int),
+                "kept": g[KEEP].sum().astype(int),
                 "not_scorable": g["_ok"].apply(lambda s: int((~s).sum())),
-                "mean_clip_txt_sim": g["clip_txt_sim"].mean(),
-                "mean_clip_img_sim": g["clip_img_sim"].mean(),
+                "mean_clip_txt_sim": g[CLIP_TXT_SIM].mean(),
+                "mean_clip_img_sim": g[CLIP_IMG_SIM].mean(),
             }
         ).reset_index(names="value")
         out.insert(0, "group", group)
@@ -100,8 +101,8 @@ def plot_distributions(
     strengths = sorted(scores["strength"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(strengths) + 4), 4.2), squeeze=False)
     for ax, col, title, thr in (
-        (axes[0, 0], "clip_txt_sim", "image-text (prompt)", threshold),
-        (axes[0, 1], "clip_img_sim", "image-image (real source)", img_threshold),
+        (axes[0, 0], CLIP_TXT_SIM, "image-text (prompt)", threshold),
+        (axes[0, 1], CLIP_IMG_SIM, "image-image (real source)", img_threshold),
     ):
         data = [scores.loc[scores["strength"] == s, col].dropna().to_numpy() for s in strengths]
         positions = np.arange(1, len(strengths) + 1)
@@ -144,7 +145,7 @@ def plot_spectrum_grid(
     plt = _pyplot()
     df = scores.assign(syn_file=rows["syn_file"].to_numpy(), real_file=rows["real_file"].to_numpy())
     # the samples with the most scorable variants are the most informative; ties by id for determinism
-    counts = df[df["score_status"] == "ok"].groupby("sample_id").size().sort_values(ascending=False, kind="stable")
+    counts = df[df[SCORE_STATUS] == "ok"].groupby("sample_id").size().sort_values(ascending=False, kind="stable")
     sample_ids = list(counts.index[:n_samples]) or list(dict.fromkeys(df["sample_id"]))[:n_samples]
     if not sample_ids:
         return None
@@ -182,11 +183,11 @@ def plot_spectrum_grid(
                 axes[r, c].axis("off")
                 continue
             v = at.iloc[0]
-            if v["score_status"] == "ok":
-                title = f"s={s:g}\ntxt {v['clip_txt_sim']:.3f} img {v['clip_img_sim']:.3f}"
+            if v[SCORE_STATUS] == "ok":
+                title = f"s={s:g}\ntxt {v[CLIP_TXT_SIM]:.3f} img {v[CLIP_IMG_SIM]:.3f}"
             else:
                 title = f"s={s:g}\nnot scorable"
-            show(axes[r, c], v["syn_file"], title, "tab:green" if v["keep"] else "tab:red")
+            show(axes[r, c], v["syn_file"], title, "tab:green" if v[KEEP] else "tab:red")
     fig.suptitle("synthetic-to-real spectrum: real image, then strength 0->1 (green kept, red dropped)", fontsize=9)
     fig.tight_layout()
     out = _save(fig, path)

@@ -24,9 +24,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from curriculum.contracts import (
+    CLIP_IMG_SIM,
+    CLIP_TXT_SIM,
+    DISTRIBUTIONS_PLOT,
+    FAILURES_FILE,
+    FILTERED_FILE,
+    GRID_PLOT,
+    KEEP,
+    SCORE_STATUS,
+    SCORES_FILE,
+    SUMMARY_FILE,
+)
 from curriculum.images import SourceImageError, load_rgb
 from curriculum.tables import read_class_names, write_csv, write_parquet
-from data_generation.generation.plan import MANIFEST_COLUMNS
 from data_generation.scoring.backends import ClipScorer, default_model, load_scorer
 from data_generation.scoring.cache import EmbeddingCache, file_key
 from data_generation.scoring.index import SpectrumIndex, build_index
@@ -35,11 +46,6 @@ from data_generation.scoring.report import plot_distributions, plot_spectrum_gri
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.25  # DisCL's image-text threshold for iWildCam (0.30 for ImageNet-LT), CLIP ViT-B/32
-SCORE_COLUMNS = ["clip_img_sim", "clip_txt_sim", "keep", "score_status"]
-SCORES_FILE = "clip_scores.parquet"
-FILTERED_FILE = "manifest-filtered.parquet"
-SUMMARY_FILE = "clip_summary.csv"
-FAILURES_FILE = "clip_failures.csv"
 
 
 @dataclass
@@ -101,12 +107,12 @@ class ScoringResult:
     @property
     def n_kept(self) -> int:
         """Return the number of rows kept by the filter."""
-        return int(self.scores["keep"].sum())
+        return int(self.scores[KEEP].sum())
 
     @property
     def n_failed(self) -> int:
         """Return the number of rows with a problem status (bad or missing synthetic or real image)."""
-        return int((self.scores["score_status"] != "ok").sum())
+        return int((self.scores[SCORE_STATUS] != "ok").sum())
 
     def line(self) -> str:
         """Return the one-line end-of-run summary."""
@@ -339,17 +345,17 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
         else:
             status.append("ok")
     scores = rows.drop(columns=["syn_file", "real_file"]).copy()
-    scores["clip_img_sim"] = rowwise_cosine(syn, real)
+    scores[CLIP_IMG_SIM] = rowwise_cosine(syn, real)
     # a backend may define its own image-text score (the offline probe: a class probability); CLIP: cosine
     text_similarity = getattr(scorer, "text_similarity", None) or rowwise_cosine
-    scores["clip_txt_sim"] = text_similarity(syn, txt) if len(rows) else np.zeros(0)
+    scores[CLIP_TXT_SIM] = text_similarity(syn, txt) if len(rows) else np.zeros(0)
     # A bad synthetic image is never kept. A missing/unreadable real image leaves clip_img_sim NaN (the status
     # says why); it drops the row only when the image-image score is filtered on (--img_threshold).
     syn_ok = np.array([k not in syn_err for k in syn_keys], dtype=bool)
     real_ok = np.array([bool(k) and k not in real_err for k in real_keys], dtype=bool)
-    scores["keep"] = keep_mask(scores["clip_txt_sim"], scores["clip_img_sim"], cfg.threshold, cfg.img_threshold)
-    scores["keep"] &= syn_ok & (real_ok if cfg.img_threshold is not None else True)
-    scores["score_status"] = status
+    scores[KEEP] = keep_mask(scores[CLIP_TXT_SIM], scores[CLIP_IMG_SIM], cfg.threshold, cfg.img_threshold)
+    scores[KEEP] &= syn_ok & (real_ok if cfg.img_threshold is not None else True)
+    scores[SCORE_STATUS] = status
     result.scores = scores
     for s in status:
         if s != "ok":
@@ -392,13 +398,13 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
     meta = scoring_metadata(result, cfg)
     paths = {
         "scores": str(write_parquet(scores, out / SCORES_FILE, meta)),
-        "filtered": str(write_parquet(scores[scores["keep"]], out / FILTERED_FILE, meta)),
+        "filtered": str(write_parquet(scores[scores[KEEP]], out / FILTERED_FILE, meta)),
         "summary": str(write_csv(summarize(scores), out / SUMMARY_FILE)),
     }
-    bad = scores["score_status"] != "ok"
+    bad = scores[SCORE_STATUS] != "ok"
     if bad.any():
-        fails = scores.loc[bad, ["synthetic_id", "sample_id", "path", "score_status"]].rename(
-            columns={"score_status": "reason"}
+        fails = scores.loc[bad, ["synthetic_id", "sample_id", "path", SCORE_STATUS]].rename(
+            columns={SCORE_STATUS: "reason"}
         )
         paths["failures"] = str(write_csv(fails, out / FAILURES_FILE))
         for reason in fails["reason"].head(5):
@@ -407,9 +413,9 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
             log.warning("... %d more problem rows listed in %s", int(bad.sum()) - 5, paths["failures"])
     if cfg.plots and len(scores):
         paths["distributions"] = str(
-            plot_distributions(scores, out / "clip_score_distributions.png", cfg.threshold, cfg.img_threshold)
+            plot_distributions(scores, out / DISTRIBUTIONS_PLOT, cfg.threshold, cfg.img_threshold)
         )
-        grid = plot_spectrum_grid(scores, rows, out / "clip_spectrum_grid.png", n_samples=cfg.grid_samples)
+        grid = plot_spectrum_grid(scores, rows, out / GRID_PLOT, n_samples=cfg.grid_samples)
         if grid is not None:
             paths["grid"] = str(grid)
     return paths
@@ -417,8 +423,6 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "MANIFEST_COLUMNS",
-    "SCORE_COLUMNS",
     "ScoringConfig",
     "ScoringResult",
     "embed_image_files",

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from curriculum.contracts import DISTRIBUTIONS_PLOT, GRID_PLOT, MANIFEST_FILE, SCORES_FILE, SUMMARY_FILE, guidance_level
 from curriculum.tables import markdown_table
 from training.demo.data import long_tail_counts, split_counts, write_long_tailed_digits
 
@@ -256,7 +257,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> Path:
         "report": out / "report",
     }
     paths["hard"] = paths["mining"] / "hard.csv"
-    paths["scores"] = paths["syn"] / "clip_scores.parquet"
+    paths["scores"] = paths["syn"] / SCORES_FILE
     steps = Steps(7 + len(cfg.variants) * len(cfg.seeds), out / "timings.json")
 
     steps.run(
@@ -381,7 +382,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> Path:
     )
     steps.run(
         "phase 1: generate the spectrum (gene_img.py)",
-        lambda: (paths["syn"] / "manifest.parquet").is_file(),
+        lambda: (paths["syn"] / MANIFEST_FILE).is_file(),
         lambda: _call(
             "gene_img",
             gene_img.main,
@@ -534,18 +535,18 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
 
     stages = sorted((paths["gen"] / "samples").glob("stage*.png"))
     gen_png = _upscale(stages[-1], rep / "generator_samples.png") if stages else None
-    grid_src = paths["syn"] / "clip_spectrum_grid.png"
+    grid_src = paths["syn"] / GRID_PLOT
     grid_png = shutil.copy(grid_src, rep / "spectrum_grid.png") if grid_src.is_file() else None
-    dist_src = paths["syn"] / "clip_score_distributions.png"
+    dist_src = paths["syn"] / DISTRIBUTIONS_PLOT
     dist_png = shutil.copy(dist_src, rep / "score_distributions.png") if dist_src.is_file() else None
-    clip_summary = pd.read_csv(paths["syn"] / "clip_summary.csv")
+    clip_summary = pd.read_csv(paths["syn"] / SUMMARY_FILE)
     per_strength = clip_summary[clip_summary["group"] == "strength"][
         ["value", "total", "kept", "mean_clip_txt_sim", "mean_clip_img_sim"]
     ]
     per_strength = per_strength.rename(
         columns={"value": "strength", "mean_clip_txt_sim": "mean p(class)", "mean_clip_img_sim": "mean img-img cosine"}
     )
-    per_strength.insert(1, "level", [int(round(100 - 100 * float(s))) for s in per_strength["strength"]])
+    per_strength.insert(1, "level", [guidance_level(s) for s in per_strength["strength"]])
     hard = pd.read_csv(paths["hard"])
     counts = split_counts(paths["table"]).reset_index()
     hard_per_class = hard.groupby("label_name").size()

@@ -3,50 +3,21 @@
 A checkpoint is a folder `checkpoints/epoch-XXXX/` written atomically (built under a temporary name, then
 renamed) holding `unet.safetensors`, `ema.safetensors`, `optimizer.safetensors` (+ the non-tensor part of the
 optimizer state in `state.json`), `mask.safetensors` for CS runs, and `state.json` (epoch, step, history).
+Tensor files, optimizer flattening and the atomic folder write are `training.trainers.checkpoint`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from training.trainers.checkpoint import atomic_folder, flatten_optimizer, save_tensors, unflatten_optimizer
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (tensors, json part) of an optimizer's state_dict; `unflatten_optimizer` inverts it."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, dict[str, Any]] = {}
-    for pid, state in sd["state"].items():
-        for key, val in state.items():
-            if torch.is_tensor(val):
-                tensors[f"{pid}.{key}"] = val
-            else:
-                plain.setdefault(str(pid), {})[key] = val
-    return tensors, {"param_groups": sd["param_groups"], "plain_state": plain}
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """Return an optimizer state_dict rebuilt from `flatten_optimizer`'s output."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, val in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = val
-    for pid, entries in meta["plain_state"].items():
-        state.setdefault(int(pid), {}).update(entries)
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(
@@ -59,24 +30,17 @@ def save_checkpoint(
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        _save(unet.state_dict(), tmp / "unet.safetensors")
+    with atomic_folder(final) as tmp:
+        save_tensors(unet.state_dict(), tmp / "unet.safetensors")
         ema_sd = ema.state_dict()
-        _save({f"shadow.{i}": t for i, t in enumerate(ema_sd.pop("shadow_params"))}, tmp / "ema.safetensors")
+        save_tensors({f"shadow.{i}": t for i, t in enumerate(ema_sd.pop("shadow_params"))}, tmp / "ema.safetensors")
         ema_sd.pop("collected_params", None)
-        opt_tensors, opt_meta = flatten_optimizer(optimizer)
-        _save(opt_tensors, tmp / "optimizer.safetensors")
+        opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
+        save_tensors(opt_tensors, tmp / "optimizer.safetensors")
         if mask is not None:
-            _save(mask.state_tensors(), tmp / "mask.safetensors")
+            save_tensors(mask.state_tensors(), tmp / "mask.safetensors")
         full = dict(state, epoch=epoch, ema=ema_sd, optimizer=opt_meta)
         (tmp / "state.json").write_text(json.dumps(full, indent=1, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if keep > 0:
         for old in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
             shutil.rmtree(old)

@@ -1,8 +1,9 @@
 """Small labelled image datasets for pixel-space diffusion training, held in memory as tensors.
 
-Two inputs: an image folder ``root/class_name/*.png`` (classes sorted by name get ids 0..K−1) or a sample
-table (the canonical CSV/Parquet of `curriculum.tables.read_sample_table`). `write_digits` turns
-scikit-learn's bundled 8×8 digits into both, upscaled to RGB images - the offline demo's data set.
+Two inputs: an image folder ``root/class_name/*.png`` (`curriculum.tables.read_image_folder`: classes sorted by
+name get ids 0..K−1, sample ids are file stems, `class__stem` where stems repeat) or a sample table (the
+canonical CSV/Parquet of `curriculum.tables.read_sample_table`). `write_digits` turns scikit-learn's bundled
+8×8 digits into both, upscaled to RGB images - the offline demo's data set.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curriculum.tables import read_sample_table, select_split, write_csv
+from curriculum.images import crop_resize, load_rgb, to_signed_array
+from curriculum.tables import read_image_folder, read_sample_table, select_split, write_csv
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -41,14 +42,9 @@ class PixelDataset:
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Return the image at `path` as RGB, center-cropped to a square and resized to size×size (bicubic), as an
-    HxWx3 float32 array in [-1, 1] (the crop pixel-ddpm applies to generation sources, so never squashed)."""
-    from curriculum.images import center_crop_to_aspect
-
-    with Image.open(path) as im:
-        im = center_crop_to_aspect(im.convert("RGB"), (size, size))
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    HxWx3 float32 array in [-1, 1] (`curriculum.images.crop_resize`, the crop pixel-ddpm applies to generation
+    sources, so never squashed); read by `curriculum.images.load_rgb` (EXIF rotation, alpha on white)."""
+    return to_signed_array(crop_resize(load_rgb(path), (size, size)))
 
 
 def _stack(paths: list[str], size: int) -> torch.Tensor:
@@ -68,16 +64,7 @@ def load_pixel_dataset(
     if data.is_dir():
         if split is not None:
             raise ValueError(f"--split applies to a sample table, but --data {data} is an image folder")
-        classes = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
-        paths, labels, ids = [], [], []
-        for k, name in enumerate(classes):
-            files = sorted(f for f in (data / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            paths += [str(f) for f in files]
-            labels += [k] * len(files)
-            ids += [f"{name}/{f.stem}" for f in files]
-        if not paths:
-            raise ValueError(f"--data {data}: no images found under {data}/<class_name>/")
-        names = dict(enumerate(classes))
+        df = read_image_folder(data)  # sample ids: the file stem, `class__stem` where stems repeat
     elif data.is_file():
         df = select_split(read_sample_table(data, data_root if data_root is not None else data.parent), split, data)
         missing = [p for p in df["source_path"] if not Path(p).is_file()]
@@ -85,10 +72,10 @@ def load_pixel_dataset(
             raise ValueError(
                 f"--data {data}: {len(missing)} image file(s) missing, e.g. {missing[0]} (check --data_root)"
             )
-        paths, labels, ids = list(df["source_path"]), [int(v) for v in df["label"]], list(df["sample_id"])
-        names = {int(k): str(v) for k, v in df.groupby("label")["label_name"].first().items()}
     else:
         raise ValueError(f"--data {data}: no such folder or sample table")
+    paths, labels, ids = list(df["source_path"]), [int(v) for v in df["label"]], list(df["sample_id"])
+    names = {int(k): str(v) for k, v in df.groupby("label")["label_name"].first().items()}
     return PixelDataset(_stack(paths, image_size), torch.tensor(labels, dtype=torch.long), names, ids)
 
 

@@ -279,6 +279,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
+    # 1. check inputs, read the data
     schedule = cfg.validate()
     sparsity = SPARSITY_VARIANTS.get(cfg.sparsity)  # canonical name: 'none', 'cs' or 'cr' (aliases resolved)
     run_dir = Path(cfg.output_dir)
@@ -289,6 +290,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     num_classes = data.num_classes
     class_names = {k: data.class_names.get(k, str(k)) for k in range(num_classes)}
 
+    # 2. model, noise schedulers, optimizer, timestep sampler, channel mask (CS), EMA
     accelerator = Accelerator(cpu=(cfg.device == "cpu"), mixed_precision="no")
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg, num_classes)
@@ -305,6 +307,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         )
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
 
+    # 3. resume from the newest checkpoint (its config must match)
     T = cfg.num_train_timesteps
     world, rank = accelerator.num_processes, accelerator.process_index
     steps_per_epoch = math.ceil(len(data) / (cfg.batch_size * world))
@@ -320,6 +323,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         history, stage_rows = state["history"], state["stages"]
         resumed_from = str(ckpt)
         log.info("resumed from %s (epoch %d, step %d)", ckpt, start_epoch, global_step)
+    # 4. place everything on the device
     write_json(cfg.to_json(), run_dir / "config.json")
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
@@ -343,7 +347,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         disable=not (cfg.progress and accelerator.is_main_process),
     )
     epoch_loss = float("nan")
+    # 5. the epochs: grow the mask at a stage change, train, report, checkpoint
     for epoch in range(start_epoch, last_epoch):
+        # 5a. the stage (a CS mask grows to the stage's sparsity) and this process's share of a shuffled epoch
         stage = schedule.stage_of_epoch(epoch)
         if mask is not None and stage != mask.stage:
             mask.grow_to(
@@ -356,6 +362,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         order = torch.randperm(len(data), generator=gen)[rank::world]
         sums, counts = torch.zeros(N_T_BUCKETS, dtype=torch.float64), torch.zeros(N_T_BUCKETS, dtype=torch.float64)
         loss_sum, lam = 0.0, 0.0
+        # 5b. train: epsilon-prediction loss at the sampler's timesteps (classifier-free label dropout)
         unet.train()
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size].to(images.device)
@@ -400,6 +407,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
                 sums.index_add_(0, bucket, per_item.detach().cpu().double())
                 counts.index_add_(0, bucket, torch.ones(n, dtype=torch.float64))
                 loss_sum += float(per_item.detach().mean())
+        # 5c. the epoch's metrics (per-timestep-bucket losses, sparsity) and, at a stage's end, its report
         epoch_loss = loss_sum / steps_per_epoch
         t_lo, t_hi = sampler.allowed_range(T, epoch)
         row = {
@@ -420,6 +428,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         end_of_stage = epoch + 1 == schedule.first_epoch(stage) + schedule.epochs[stage]
         if end_of_stage:
             stage_rows.append(_stage_report(sampler.name, sparsity, schedule, stage, targets, mask, row))
+        # 5d. the main process writes the reports, the stage's sample grid and the checkpoint
         if accelerator.is_main_process:
             write_csv(pd.DataFrame(history), run_dir / "metrics.csv")
             write_csv(pd.DataFrame(stage_rows, columns=_STAGE_COLUMNS), run_dir / "stages.csv")
@@ -435,16 +444,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
                 )
                 grid.save(run_dir / "samples" / f"stage{stage}.png")
             if mask is not None:
-                write_csv(
-                    pd.DataFrame(
-                        {
-                            "channel": range(mask.n_channels),
-                            "active": mask.active.int().tolist(),
-                            "born_stage": mask.born.tolist(),
-                        }
-                    ),
-                    run_dir / "bottleneck_channels.csv",
-                )
+                _write_mask_channels(mask, run_dir / "bottleneck_channels.csv")
             save_checkpoint(
                 run_dir,
                 epoch + 1,
@@ -457,6 +457,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
             )
     bar.close()
 
+    # 6. the final model (EMA weights, every channel active) as a pipeline folder
     epochs_done = max(last_epoch, start_epoch)
     model_dir = None
     if epochs_done >= schedule.total_epochs and accelerator.is_main_process:
@@ -477,6 +478,16 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
         stages=stage_rows,
         resumed_from=resumed_from,
     )
+
+
+def _write_mask_channels(mask: BottleneckMask, path: Path) -> None:
+    """Write the CS mask's channels (index, active, the stage each was born in) to the CSV `path`."""
+    channels = {
+        "channel": range(mask.n_channels),
+        "active": mask.active.int().tolist(),
+        "born_stage": mask.born.tolist(),
+    }
+    write_csv(pd.DataFrame(channels), path)
 
 
 _STAGE_COLUMNS = [

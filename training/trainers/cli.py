@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from curriculum.config import dataclass_from_args
 from training.trainers.engine import TrainConfig, tensorboard_writer_class
+
+
+def common_parser(prog: str, doc: str | None, defaults: dict) -> argparse.ArgumentParser:
+    """Return the parser of a Phase 2 training script `prog` (help text `doc`) with the shared flags added."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, defaults)
+    return p
 
 
 def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
@@ -102,31 +110,15 @@ def check_run_flags(args) -> None:
 
 def train_config(args, levels: list[int], optimizer: str, select_metric: str) -> TrainConfig:
     """Return the TrainConfig the parsed flags describe."""
-    return TrainConfig(
-        run_dir=args.run_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+    return dataclass_from_args(
+        TrainConfig,
+        args,
         weight_decay=args.wd,
         optimizer=optimizer,
-        warmup_steps=args.warmup_steps,
         curriculum=args.curriculum and bool(levels),
-        curriculum_epoch=args.curriculum_epoch,
         schedule="adaptive" if (args.progress_guid or args.random_guid) else "fixed",
         levels=tuple(levels),
-        uniform_set=args.uniform_set,
-        random_guid=args.random_guid,
-        curriculum_val_size=args.curriculum_val_size,
-        seed=args.seed,
-        device=args.device,
-        mixed_precision=args.mixed_precision,
-        num_workers=args.num_workers,
-        max_steps_per_epoch=args.max_steps_per_epoch,
         select_metric=select_metric,
-        log_dynamics=args.log_dynamics,
-        resume=args.resume,
-        epochs_per_invocation=args.epochs_per_invocation,
-        tensorboard=args.tensorboard,
         cli_args=dict(vars(args)),
     )
 

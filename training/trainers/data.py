@@ -2,22 +2,23 @@
 
 Reads Phase 1 only as files: a sample table (canonical columns, plus `split` and `hard`) and a synthetic
 manifest (gene_img's, or the scored one with `keep`). The synthetic level of an image is its image guidance in
-percent, `curriculum.guidance.guidance_level(strength)`.
+percent, `curriculum.contracts.guidance_level(strength)`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, guidance_level
+from curriculum.contracts import KEEP, REAL_LEVEL, guidance_level
+from curriculum.guidance import ALL_LEVELS
+from curriculum.images import SourceImageError, load_rgb
 from curriculum.tables import read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
@@ -61,8 +62,8 @@ def load_synthetic(
     missing = need - set(df.columns)
     if missing:
         raise ValueError(f"{manifest}: not a synthetic manifest, missing column(s) {sorted(missing)}")
-    if "keep" in df.columns:
-        df = df[df["keep"].astype(bool)]
+    if KEEP in df.columns:
+        df = df[df[KEEP].astype(bool)]
     if syn_root is None:
         meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
         syn_root = meta.get("syn_path") or meta.get("config", {}).get("output_path") or manifest.parent
@@ -153,12 +154,13 @@ def check_images_exist(paths: Sequence[str], where: str, show: int = 3) -> None:
 
 
 def load_image(path: str) -> Image.Image:
-    """Return the image at `path` as RGB (EXIF rotation applied); raises with the path when unreadable."""
+    """Return the image at `path` as 8-bit RGB (`curriculum.images.load_rgb`: EXIF rotation applied, alpha on white).
+
+    Raises OSError naming the path when it is missing or unreadable (the training CLIs turn it into exit code 2).
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except Exception as err:
+        return load_rgb(path)
+    except SourceImageError as err:
         raise OSError(f"cannot read training image {path}: {err}") from err
 
 
@@ -175,11 +177,3 @@ class ItemDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.transform(load_image(self.paths[i])), int(self.labels[i]), i
-
-
-@dataclass
-class SplitData:
-    """A labelled evaluation split (items) and its name (e.g. 'id_val')."""
-
-    name: str
-    items: pd.DataFrame

@@ -219,6 +219,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}."""
     from accelerate import Accelerator
 
+    # 1. the run folder, the processes and the resolved config
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -229,6 +230,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     if main:
         write_json(resolved_config(cfg, task.name), run / "config.json")
 
+    # 2. optimizer, LR schedule, guidance schedule
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
@@ -243,17 +245,14 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             sizes[epoch, level] = trainable_count(epoch_size(data, level, epoch, cfg.seed), cfg.batch_size)
         return epoch_steps(sizes[epoch, level], cfg.batch_size, accelerator.num_processes, cfg.max_steps_per_epoch)
 
-    start_epoch, global_step, best = 0, 0, None
+    # 3. resume from the last checkpoint (weights, optimizer, schedules, the metrics written so far)
     ckpt = run / "checkpoints" / "last"
-    metrics_rows: list[dict] = []
-    schedule_rows: list[dict] = []
+    start_epoch, global_step, best, metrics_rows, schedule_rows = 0, 0, None, [], []
     if cfg.resume and ckpt.is_dir():
-        extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
-        start_epoch, global_step, best = extra["epoch"] + 1, extra["global_step"], extra.get("best")
-        if isinstance(schedule, AdaptiveSchedule):
-            schedule.load_state_dict(extra["schedule"])
-        metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
-        schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
+        start_epoch, global_step, best, metrics_rows, schedule_rows = _resume(
+            run, ckpt, accelerator, model, optimizer, scheduler, schedule
+        )
+    # 4. the adaptive schedule's baseline: true-class probabilities on the curriculum validation set
     prev_val_probs = None
     if isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val):
         prev_val_probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator)
@@ -261,7 +260,9 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     last_epoch = (
         cfg.epochs if cfg.epochs_per_invocation is None else min(cfg.epochs, start_epoch + cfg.epochs_per_invocation)
     )
+    # 5. the epochs: train on the schedule's level, evaluate, choose the next level, checkpoint
     for epoch in range(start_epoch, last_epoch):
+        # 5a. the epoch's items (real + the level's synthetic images) and loader
         t0 = time.perf_counter()
         _seed_epoch(cfg.seed, epoch, accelerator.process_index)
         if hasattr(task, "set_epoch"):
@@ -289,6 +290,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
                 for e in range(epoch + 1, cfg.epochs)
             )
         )
+        # 5b. train
         model.train()
         lr = scheduler.get_last_lr()[0]
         losses = []
@@ -323,6 +325,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             "train_loss": train_loss,
             "lr": lr,
         }  # the LR of the epoch's last step
+        # 5c. adaptive schedule: progress per level since the last evaluation -> the next level
         sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
         unwrapped = accelerator.unwrap_model(model)
         if isinstance(schedule, AdaptiveSchedule) and prev_val_probs is not None and epoch + 1 < cfg.curriculum_epoch:
@@ -332,6 +335,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             prev_val_probs = cur
             sched_row["progress"] = json.dumps({str(k): round(v, 6) for k, v in progress.items()})
             sched_row["next_level"] = nxt
+        # 5d. evaluate, write metrics, keep the best epoch's weights, checkpoint
         for split, split_items in data.eval_splits.items():
             probs = predict(task, unwrapped, split_items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
             for k, v in task.split_metrics(split, probs.argmax(axis=1), split_items["label"].to_numpy()).items():
@@ -367,6 +371,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         if main:
             save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra, scaler=accelerator.scaler)
         accelerator.wait_for_everyone()  # the checkpoint is complete before any process goes on (or stops)
+    # 6. the final weights (or stop early, resumable, after --epochs_per_invocation)
     if writer is not None:
         writer.close()
     if last_epoch < cfg.epochs:
@@ -377,6 +382,16 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             write_json(schedule.state_dict(), run / "adaptive_schedule.json")
     accelerator.wait_for_everyone()
     return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
+
+
+def _resume(run: Path, ckpt: Path, accelerator, model, optimizer, scheduler, schedule) -> tuple:
+    """Restore a run from its `ckpt` folder; return (start epoch, global step, best, metrics rows, schedule rows)."""
+    extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
+    if isinstance(schedule, AdaptiveSchedule):
+        schedule.load_state_dict(extra["schedule"])
+    metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
+    schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
+    return extra["epoch"] + 1, extra["global_step"], extra.get("best"), metrics_rows, schedule_rows
 
 
 def _seed_epoch(seed: int, epoch: int, process: int) -> None:

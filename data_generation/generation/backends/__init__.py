@@ -5,18 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curriculum.registry import Registry
-from data_generation.generation.backends.base import GenerationBatch, ImageGenerator, ModelLoadError
-
-GENERATORS: Registry = Registry("generator")
-
-# diffusers pipeline classes (model_index.json `_class_name`) that the img2img backend serves
-DIFFUSERS_IMG2IMG_CLASSES = {
-    "StableDiffusionXLImg2ImgPipeline",
-    "StableDiffusionXLPipeline",
-    "StableDiffusionImg2ImgPipeline",
-    "StableDiffusionPipeline",
-}
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ImageGenerator, ModelLoadError
 
 
 def detect_generator(model_id: str) -> str:

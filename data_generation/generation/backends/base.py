@@ -10,6 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curriculum.registry import Registry
+
+# filled by the backend modules, which the package imports (so it is full whenever the package is imported)
+GENERATORS: Registry = Registry("generator")
+
 
 class ModelLoadError(RuntimeError):
     """A model that cannot be loaded, with a message saying how to point at a local folder."""

@@ -21,40 +21,21 @@ import hashlib
 import logging
 import weakref
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_generation.generation.backends import GENERATORS
-from data_generation.generation.backends.base import GenerationBatch, ModelLoadError
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ModelLoadError
+from data_generation.hub import load_pretrained, resolve_dtype
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """Return the torch dtype for a `--dtype` name; half precision on the CPU falls back to fp32."""
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if str(device).startswith("cpu") and dtype != "fp32":
-        log.warning("--dtype %s on the CPU: using fp32 (half precision is slow or unsupported there)", dtype)
-        return torch.float32
-    return DTYPES[dtype]
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
     """Return a diffusers img2img pipeline from a local folder, the local cache or the hub.
 
     Fails within seconds with a ModelLoadError that says how to use a local folder when the weights cannot
-    be reached (offline, wrong id).
+    be reached (offline, wrong id); see `data_generation.hub.load_pretrained`.
     """
     from diffusers import AutoPipelineForImage2Image
 
@@ -62,33 +43,14 @@ def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`, or "
         f"`AutoPipelineForImage2Image.from_pretrained('{model_id}').save_pretrained(DIR)`) and pass --model_id DIR."
     )
-    path = Path(model_id)
-    if path.is_dir():
-        try:
-            return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype)
-        except Exception as err:
-            raise ModelLoadError(f"cannot load a diffusers img2img pipeline from folder {model_id}: {err}") from err
-    if path.exists() or model_id.startswith((".", "/", "~")):
-        raise ModelLoadError(f"--model_id {model_id!r} is not a diffusers pipeline folder (no such directory)")
-    try:  # the local Hugging Face cache first: no network, no waiting
-        return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype, local_files_only=True)
-    except Exception as err:
-        cache_err = err
-    if _hub_offline():
-        raise ModelLoadError(
-            f"cannot load {model_id!r}: it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
-            f"({type(cache_err).__name__}). {how}"
-        )
-    try:  # a quick reachability check, so an unreachable hub fails in seconds, not after minutes of retries
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(model_id, timeout=10)
-    except Exception as err:
-        raise ModelLoadError(f"cannot load {model_id!r}: the model hub did not answer ({err}). {how}") from err
-    try:
-        return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype)
-    except Exception as err:
-        raise ModelLoadError(f"cannot load {model_id!r} from the hub: {err}. {how}") from err
+    return load_pretrained(
+        model_id,
+        lambda **kw: AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype, **kw),
+        kind="a diffusers img2img pipeline",
+        flag="--model_id",
+        how=how,
+        error=ModelLoadError,
+    )
 
 
 @GENERATORS.register("diffusers-img2img", "sdxl-refiner", "sd-img2img")

@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from curriculum.images import center_crop_to_aspect
-from data_generation.generation.backends import GENERATORS
-from data_generation.generation.backends.base import GenerationBatch, ModelLoadError
+from curriculum.images import crop_resize, to_signed_array
+from data_generation.generation.backends.base import GENERATORS, GenerationBatch, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +30,7 @@ log = logging.getLogger(__name__)
 def pil_to_tensor(images, size: tuple[int, int]) -> torch.Tensor:
     """Return PIL images center-cropped to the aspect of `size` (w, h) and resized to it, as a B×3×H×W float
     tensor in [-1, 1]."""
-    arrs = []
-    for im in images:
-        im = center_crop_to_aspect(im.convert("RGB"), size)
-        if im.size != size:
-            im = im.resize(size, Image.BICUBIC)
-        arrs.append(np.asarray(im, dtype=np.float32) / 127.5 - 1.0)
+    arrs = [to_signed_array(crop_resize(im, size)) for im in images]
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 

@@ -6,13 +6,9 @@ sims = scorer.embed_images(images) @ scorer.embed_texts(prompts).T   # cosine si
 
 from __future__ import annotations
 
-from curriculum.registry import Registry
-from data_generation.scoring.backends.base import ClipScorer, ScorerLoadError, resolve_dtype
-
-SCORERS: Registry = Registry("CLIP backend")
+from data_generation.scoring.backends.base import SCORERS, ClipScorer, ScorerLoadError
 
 DEFAULT_MODELS = {"transformers": "openai/clip-vit-base-patch32", "open_clip": "ViT-B-32"}
-DEFAULT_PRETRAINED = {"ViT-B-32": "openai"}
 
 
 def default_model(backend: str) -> str:
@@ -32,4 +28,4 @@ def load_scorer(
 # importing the backends registers them, so the registry is full whenever this package is imported
 from data_generation.scoring.backends import hf_clip, openclip, probe  # noqa: E402,F401
 
-__all__ = ["SCORERS", "ClipScorer", "ScorerLoadError", "default_model", "load_scorer", "resolve_dtype"]
+__all__ = ["SCORERS", "ClipScorer", "ScorerLoadError", "default_model", "load_scorer"]

@@ -15,9 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curriculum.registry import Registry
+
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# filled by the backend modules, which the package imports (so it is full whenever the package is imported)
+SCORERS: Registry = Registry("CLIP backend")
 
 
 class ScorerLoadError(RuntimeError):
@@ -61,42 +64,10 @@ class TorchScorerMixin:
         return self.embed_pixels(torch.stack([self.preprocess(im) for im in images]))
 
 
-def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
-    """Return the torch dtype for `--dtype` (default fp16 on GPU, fp32 on CPU; half on the CPU -> fp32)."""
-    on_cpu = str(device).startswith("cpu")
-    if dtype is None:
-        return torch.float32 if on_cpu else torch.float16
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if on_cpu and dtype != "fp32":
-        log.warning("--dtype %s on the CPU: using fp32 (half precision is slow or unsupported there)", dtype)
-        return torch.float32
-    return DTYPES[dtype]
-
-
 def l2_normalise(features: torch.Tensor) -> np.ndarray:
     """Return `features` as float32 numpy rows of unit L2 norm (normalised in float32, not in half)."""
     f = features.detach().float()
     return (f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
-
-
-def hub_offline() -> bool:
-    """Return True when HF_HUB_OFFLINE is set (a hub lookup then fails at once instead of retrying)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def check_hub_reachable(repo_id: str, how: str) -> None:
-    """Raise ScorerLoadError within ~10 s if the model hub cannot be asked about `repo_id`."""
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(repo_id, timeout=10)
-    except Exception as err:
-        raise ScorerLoadError(
-            f"cannot load {repo_id!r}: the model hub did not answer ({type(err).__name__}: {err}). {how}"
-        ) from err
 
 
 def file_signature(path: str) -> str:

@@ -9,15 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_generation.scoring.backends import SCORERS
+from data_generation.hub import load_pretrained, resolve_dtype
 from data_generation.scoring.backends.base import (
+    SCORERS,
     ScorerLoadError,
     TorchScorerMixin,
-    check_hub_reachable,
     file_signature,
-    hub_offline,
     l2_normalise,
-    resolve_dtype,
 )
 
 
@@ -35,28 +33,9 @@ def _load(model_id: str, torch_dtype: torch.dtype):
             model_id, **kw
         )
 
-    path = Path(model_id)
-    if path.is_dir():
-        try:
-            return load()
-        except Exception as err:
-            raise ScorerLoadError(f"cannot load a transformers CLIP model from folder {model_id}: {err}") from err
-    if path.exists() or model_id.startswith((".", "/", "~")):
-        raise ScorerLoadError(f"--clip_model {model_id!r} is not a transformers CLIP folder (no such directory)")
-    try:  # the local Hugging Face cache first: no network, no waiting
-        return load(local_files_only=True)
-    except Exception as err:
-        cache_err = err
-    if hub_offline():
-        raise ScorerLoadError(
-            f"cannot load {model_id!r}: it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
-            f"({type(cache_err).__name__}). {how}"
-        )
-    check_hub_reachable(model_id, how)
-    try:
-        return load()
-    except Exception as err:
-        raise ScorerLoadError(f"cannot load {model_id!r} from the hub: {err}. {how}") from err
+    return load_pretrained(
+        model_id, load, kind="a transformers CLIP model", flag="--clip_model", how=how, error=ScorerLoadError
+    )
 
 
 def _plain(value):

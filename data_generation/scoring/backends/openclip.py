@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_generation.scoring.backends import SCORERS
+from data_generation.hub import hub_offline, resolve_dtype
 from data_generation.scoring.backends.base import (
+    SCORERS,
     ScorerLoadError,
     TorchScorerMixin,
     file_signature,
-    hub_offline,
     l2_normalise,
-    resolve_dtype,
 )
 
 RANDOM = {"none", "random"}  # --clip_pretrained none: random weights (benchmarks, smoke tests)

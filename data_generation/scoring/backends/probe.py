@@ -32,9 +32,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from curriculum.contracts import CLIP_IMG_SIM, CLIP_TXT_SIM
 from curriculum.tables import atomic_path, write_json
-from data_generation.scoring.backends import SCORERS
-from data_generation.scoring.backends.base import ScorerLoadError, TorchScorerMixin, file_signature, l2_normalise
+from data_generation.scoring.backends.base import (
+    SCORERS,
+    ScorerLoadError,
+    TorchScorerMixin,
+    file_signature,
+    l2_normalise,
+)
 
 FORMAT = "discl-probe/1"
 CONFIG = "probe_config.json"
@@ -277,8 +283,8 @@ class ProbeScorer(TorchScorerMixin):
             "class_names": list(self.cfg.class_names),
             "weights_signature": file_signature(self.model_id),
             "preprocessing": repr(self._tf),
-            "clip_img_sim": "cosine of normalised probe features",
-            "clip_txt_sim": "probe probability of the prompt's class (softmax over s*cos(f, w_c))",
+            CLIP_IMG_SIM: "cosine of normalised probe features",
+            CLIP_TXT_SIM: "probe probability of the prompt's class (softmax over s*cos(f, w_c))",
         }
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
