@@ -42,7 +42,9 @@ def _cli_files() -> dict[str, Path]:
     out = {}
     for d in CLI_DIRS:
         for path in sorted((REPO / d).rglob("*.py")):
-            if "argparse.ArgumentParser(" in path.read_text():
+            text = path.read_text()
+            # a CLI builds its parser itself or through a shared builder (training/trainers/cli.py:common_parser)
+            if "argparse.ArgumentParser(" in text or ("common_parser(" in text and "__main__" in text):
                 out[path.relative_to(REPO).as_posix()] = path
     return out
 
