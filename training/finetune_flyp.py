@@ -50,8 +50,8 @@ DEFAULTS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run FLYP fine-tuning; return the exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """Return the script's argument parser (its defaults are the fidelity table's "ours" column)."""
     p = argparse.ArgumentParser(
         prog="finetune_flyp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--templates", default="iwildcam", help="prompt templates (assets/prompt_templates.json key)")
     m.add_argument("--class_names", default=None, help="label -> prompt name CSV (default: the table's label names)")
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run FLYP fine-tuning; return the exit code."""
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         check_run_flags(args)

@@ -43,7 +43,9 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
         "(--uniform_set_size), after which progress picks a level, with one pass over that level",
     )
     c.add_argument(
-        "--uniform_set_size", type=int, default=defaults.get("uniform_set_size", 30000),
+        "--uniform_set_size",
+        type=int,
+        default=defaults.get("uniform_set_size", 30000),
         help=defaults.get("uniform_set_help", "size of the uniform set of real rows"),
     )
     c.add_argument(

@@ -231,6 +231,11 @@ def _with_templates(items: pd.DataFrame, k: int, rng: np.random.Generator) -> pd
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
 
 
+def training_dataset(items: pd.DataFrame, transform: Callable) -> ItemDataset:
+    """Return the dataset a training pass iterates over `items` (one place, so tests can observe every pass)."""
+    return ItemDataset(items, transform)
+
+
 def trainable_count(n_items: int, batch_size: int) -> int:
     """Return how many of an epoch's `n_items` are trained on: all, except a last batch of a single item,
     which is dropped (BatchNorm cannot train on one sample; the epoch is shuffled, so nothing is favoured)."""
@@ -293,6 +298,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
         write_json(resolved_config(cfg, task.name), run / "config.json")
+        if data.curriculum_val is not None:  # the held-out images (out of training at every level)
+            write_csv(data.curriculum_val, run / "curriculum_val.csv")
 
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -368,7 +375,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     def make_loader(items: pd.DataFrame, epoch: int):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(
-            ItemDataset(items, task.train_transform),
+            training_dataset(items, task.train_transform),
             batch_size=cfg.batch_size,
             shuffle=False,
             drop_last=False,
@@ -436,7 +443,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
                 if items.empty:
                     raise ValueError(f"the curriculum stage at level {level} has no training items")
                 items = items.iloc[stage["offset"] * cfg.batch_size * nproc :]
-                it = iter(make_loader(items, epoch))
+                it = iter(make_loader(items, epoch) if len(items) else [])
                 exhausted = False
                 while done < spe:
                     try:
@@ -506,7 +513,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         }
         if pass_mode:
             row["levels"] = " ".join("uniform" if lv == UNIFORM_SET else str(lv) for lv in levels_seen)
-        if in_curriculum(epoch) and n_syn == 0 and main:
+        if in_curriculum(epoch) and n_syn == 0 and main and any(lv != REAL_LEVEL for lv in levels_seen):
             avail = len(synthetic_items(data.synthetic, level)) if level >= 0 else 0
             why = getattr(data.compose, "last_note", None)
             print(

@@ -51,16 +51,16 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
             args.syn_manifest, args.syn_root, known_labels=table["label"].unique(), min_level=args.min_level
         )
         available = sorted(int(v) for v in synthetic["level"].unique() if v < REAL_LEVEL)
+        if args.curriculum and not available:
+            raise ValueError(
+                f"--curriculum: {args.syn_manifest} has no kept synthetic image at a level >= --min_level "
+                f"{args.min_level} (kept rows: {len(synthetic)}); nothing to schedule"
+            )
         levels = [lv for lv in (args.levels or available) if lv in available]
         missing = sorted(set(args.levels or []) - set(available))
         if missing:
             raise ValueError(
                 f"--levels {missing} have no (kept) synthetic images in {args.syn_manifest}; available: {available}"
-            )
-        if args.curriculum and not levels:
-            raise ValueError(
-                f"--curriculum: {args.syn_manifest} has no kept synthetic image at a level >= --min_level "
-                f"{args.min_level} (kept rows: {len(synthetic)}); nothing to schedule"
             )
         synthetic = synthetic[synthetic["level"].isin(levels)].reset_index(drop=True)  # only the scheduled levels
         if args.curriculum:
