@@ -156,7 +156,7 @@ def imagenet_lt(tmp_path):
 def _lt(d, run, *extra):
     return [
         *("--data_table", str(d["table"]), "--data_root", str(d["root"]), "--syn_manifest", str(d["manifest"])),
-        *("--run_dir", str(run), "--device", "cpu", "--num_workers", "0", "--img_size", "32", "--curriculum"),
+        *("--run_dir", str(run), "--device", "cpu", "--num_workers", "0", "--img_size", "16", "--curriculum"),
         *extra,
     ]
 
@@ -224,11 +224,11 @@ def test_shot_groups_are_the_reference_split():
 def test_silent_no_ops_are_errors(imagenet_lt, tmp_path, capsys):
     """--curriculum without a manifest or usable level; an oversized curriculum-validation set; a curriculum that
     adds no synthetic image (a warning per epoch, exit 2 unless --allow_empty_curriculum)."""
-    short = ("--epochs", "5", "--curriculum_epoch", "4")
+    short = ("--epochs", "3", "--curriculum_epoch", "3", "--levels", "30", "50")
     argv = [a for a in _lt(imagenet_lt, tmp_path / "a", *short) if a != str(imagenet_lt["manifest"])]
     argv.remove("--syn_manifest")
     assert train_lt.main(argv) == 2 and "--curriculum needs --syn_manifest" in capsys.readouterr().err
-    assert train_lt.main(_lt(imagenet_lt, tmp_path / "b", *short, "--min_level", "95", "--levels", "10")) == 2
+    assert train_lt.main(_lt(imagenet_lt, tmp_path / "b", *short[:4], "--min_level", "95", "--levels", "10")) == 2
     capsys.readouterr()
     assert train_lt.main(_lt(imagenet_lt, tmp_path / "b2", *short, "--min_level", "95")) == 2
     assert "no kept synthetic image at a level >= --min_level 95" in capsys.readouterr().err
@@ -240,9 +240,10 @@ def test_silent_no_ops_are_errors(imagenet_lt, tmp_path, capsys):
     empty = _lt(imagenet_lt, tmp_path / "d", *short, "--tail_share", "0.01")
     assert train_lt.main(empty) == 2
     err = capsys.readouterr().err
-    # epochs 0-1 have synthetic levels (30, 50), epochs 2-3 are the curriculum's real stage: no warning there
-    assert err.count("warning: curriculum epoch") == 2 and "the 4 real tail images already fill the tail target" in err
-    assert "no synthetic image in any of its 4 epoch(s)" in err and "--allow_empty_curriculum" in err
+    # reference boundaries, E = 3, levels 30, 50: floor(3/3) = 1 epoch a stage, the first one shorter: 30 for no
+    # epoch, 50 for epoch 0, real from 1 - the curriculum's real epochs get no warning
+    assert err.count("warning: curriculum epoch") == 1 and "the 4 real tail images already fill the tail target" in err
+    assert "no synthetic image in any of its 3 epoch(s)" in err and "--allow_empty_curriculum" in err
     assert (pd.read_csv(tmp_path / "d" / "metrics.csv")["n_synthetic"] == 0).all()
     allowed = _lt(imagenet_lt, tmp_path / "e", *short, "--tail_share", "0.01", "--allow_empty_curriculum")
     assert train_lt.main(allowed) == 0
@@ -252,10 +253,13 @@ def test_uniform_set_alternates_with_the_chosen_level(imagenet_lt, tmp_path, rec
     """--uniform_set (ImageNet-LT's definition: every non-tail real image + N real tail draws): uniform passes
     alternate with one pass over the level progress picked; held-out sources are in no pass."""
     run = tmp_path / "run"
-    flags = ("--epochs", "5", "--curriculum_epoch", "4", "--progress_guid", "--uniform_set", "--curriculum_val_size")
+    flags = ("--epochs", "4", "--curriculum_epoch", "3", "--progress_guid", "--uniform_set", "--curriculum_val_size")
     assert train_lt.main(_lt(imagenet_lt, run, *flags, "1", "--uniform_set_size", "6", "--batch_size", "64")) == 0
     sched = pd.read_csv(run / "schedule.csv")
     stages = sched[sched["stage"].notna()]
+    # 155 real images at batch 64: 2 steps an epoch; the uniform pass (152 non-tail + 6 tail draws) is 3 batches,
+    # the level's pass (45 + 3 real tail + 4 synthetic) 1: uniform 0-1, level 1, uniform 2-...
+    assert stages["step"].tolist()[:2] == [3, 4]
     assert stages["level"].iloc[0] == engine.UNIFORM_SET and stages["next_level"].iloc[0] != engine.UNIFORM_SET
     assert stages["level"].iloc[1] == stages["next_level"].iloc[0] and stages["next_level"].iloc[1] == -2
     uniform = recorded[0]
@@ -263,3 +267,89 @@ def test_uniform_set_alternates_with_the_chosen_level(imagenet_lt, tmp_path, rec
     assert (uniform["label"] != 2).sum() == (imagenet_lt["real"]["label"] != 2).sum()
     held = set(pd.read_csv(run / "curriculum_val.csv")["sample_id"])
     assert all(not held & set(t["sample_id"]) for t in recorded)
+
+
+def _fidelity_rows() -> list[list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "training" / "README.md").read_text()
+    section = text.split("## Fidelity to the reference", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()]
+    return [r for r in rows if len(r) == 5 and r[0].endswith(".py")]
+
+
+def _cell_value(cell: str) -> str:
+    assert cell.startswith("`") and cell.count("`") >= 2, f"the 'ours' cell of a flag row must be `value`: {cell!r}"
+    return cell.split("`")[1]
+
+
+def _render(default) -> str:
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, (list, tuple)):
+        return " ".join(str(v) for v in default)
+    return str(default)
+
+
+def test_fidelity_table_agrees_with_the_parsers():
+    """training/README.md's table: every flag row names a real flag whose parser default is the 'ours' value."""
+    from data_generation import comp_clip_scores, gene_img
+
+    parsers = {
+        "finetune_flyp.py": finetune_flyp.build_parser(),
+        "train_lt.py": train_lt.build_parser(),
+        "gene_img.py": gene_img.build_parser(),
+        "comp_clip_scores.py": comp_clip_scores.build_parser(),
+    }
+    rows = _fidelity_rows()
+    checked = set()
+    for script, setting, reference, ours, _why in rows:
+        assert script in parsers, f"unknown script {script!r} in the fidelity table"
+        assert reference, f"{script} {setting}: the reference's value is missing"
+        if not setting.startswith("`--"):
+            continue
+        flag = setting.strip("`")
+        actions = {o: a for a in parsers[script]._actions for o in a.option_strings}
+        assert flag in actions, f"{script}: the fidelity table names {flag}, which the parser does not have"
+        default = actions[flag].default
+        value = _cell_value(ours)
+        if isinstance(default, float):
+            assert float(value) == default, f"{script} {flag}: table says {value}, parser {default}"
+        else:
+            assert value == _render(default), f"{script} {flag}: table says {value!r}, parser {_render(default)!r}"
+        checked.add((script, flag))
+    # the recipe's settings are all in the table
+    for script, flags in {
+        "finetune_flyp.py": [
+            "--lr",
+            "--wd",
+            "--batch_size",
+            "--epochs",
+            "--curriculum_epoch",
+            "--warmup_steps",
+            "--activation",
+            "--captions",
+            "--stage_unit",
+            "--curriculum_val_size",
+            "--lr_schedule",
+        ],
+        "train_lt.py": [
+            "--arch",
+            "--lr",
+            "--wd",
+            "--batch_size",
+            "--epochs",
+            "--curriculum_epoch",
+            "--levels",
+            "--fixed_stages",
+            "--curriculum_val_size",
+            "--subset_frac",
+            "--tail_share",
+            "--img_size",
+        ],
+        "gene_img.py": ["--strengths", "--seeds", "--text_guidance", "--width", "--height", "--prompt_template"],
+        "comp_clip_scores.py": ["--threshold", "--clip_model"],
+    }.items():
+        assert {(script, f) for f in flags} <= checked, sorted({(script, f) for f in flags} - checked)
