@@ -353,3 +353,24 @@ def test_fidelity_table_agrees_with_the_parsers():
         "comp_clip_scores.py": ["--threshold", "--clip_model"],
     }.items():
         assert {(script, f) for f in flags} <= checked, sorted({(script, f) for f in flags} - checked)
+
+
+def test_pass_stages_resume_mid_stage_like_an_uninterrupted_run(imagenet_lt, tmp_path):
+    """Stages that run across epochs (--stage_unit pass, with the uniform set): interrupted after epoch 0, in the
+    middle of the first uniform pass, and resumed, the run follows the same stages to the same weights."""
+    from safetensors.torch import load_file
+
+    flags = ("--epochs", "4", "--curriculum_epoch", "3", "--progress_guid", "--uniform_set", "--curriculum_val_size")
+    flags = (*flags, "1", "--uniform_set_size", "6", "--batch_size", "64")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train_lt.main(_lt(imagenet_lt, a, *flags)) == 0
+    assert train_lt.main(_lt(imagenet_lt, b, *flags, "--epochs_per_invocation", "1")) == 0
+    state = json.loads((b / "checkpoints" / "last" / "state.json").read_text())["extra"]["stage"]
+    assert state["level"] == engine.UNIFORM_SET and state["offset"] == 2  # mid-pass: 2 of its 3 batches
+    assert train_lt.main(_lt(imagenet_lt, b, *flags, "--resume")) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(a / "schedule.csv"), pd.read_csv(b / "schedule.csv"))
+    ma, mb = (pd.read_csv(r / "metrics.csv").drop(columns="seconds") for r in (a, b))
+    pd.testing.assert_frame_equal(ma, mb, atol=1e-6)
+    wa, wb = load_file(str(a / "final_model.safetensors")), load_file(str(b / "final_model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
