@@ -513,7 +513,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         }
         if pass_mode:
             row["levels"] = " ".join("uniform" if lv == UNIFORM_SET else str(lv) for lv in levels_seen)
-        if in_curriculum(epoch) and n_syn == 0 and main and any(lv != REAL_LEVEL for lv in levels_seen):
+        synthetic_stage = any(lv not in (REAL_LEVEL, UNIFORM_SET) for lv in levels_seen)
+        if in_curriculum(epoch) and n_syn == 0 and main and synthetic_stage:
             avail = len(synthetic_items(data.synthetic, level)) if level >= 0 else 0
             why = getattr(data.compose, "last_note", None)
             print(
