@@ -1,7 +1,9 @@
 """One accelerate training loop for every Phase 2 trainer; it asks the guidance schedule for the level.
 
 Per epoch: the schedule gives the level; the task composes the epoch's items (real + that level's
-synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). Then,
+synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). With
+`stage_unit="pass"` (DisCL's iWildCam loop) an adaptive curriculum epoch is instead a fixed number of steps and a
+stage, one pass over the level's items, runs across epoch boundaries; its end triggers the choice. Then,
 during the curriculum, an adaptive schedule is fed the per-level progress on the curriculum-validation split;
 the model is evaluated on the evaluation splits, metrics appended to `metrics.csv` (and TensorBoard with
 `tensorboard=True`), a checkpoint written
@@ -342,8 +344,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             schedule.load_state_dict(extra["schedule"])
         stage = dict(extra.get("stage") or stage)
         restored_prev = extra.get("prev_val_probs")
-        metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
-        schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
+        metrics_rows, schedule_rows = _read_rows(run / "metrics.csv"), _read_rows(run / "schedule.csv")
     if stage["level"] is None and schedule is not None:
         stage["level"] = UNIFORM_SET if cfg.uniform_set else schedule.level_at(0)
     has_cval = isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val)
@@ -592,6 +593,17 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             "--allow_empty_curriculum to accept a real-only run"
         )
     return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Return the rows of a run CSV (none for a missing or empty file: a pass-mode run may not have ended a stage
+    yet when it is interrupted)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except pd.errors.EmptyDataError:
+        return []
 
 
 def _seed_epoch(seed: int, epoch: int, process: int) -> None:
