@@ -39,28 +39,54 @@ def _check_levels(levels: Sequence[int]) -> list[int]:
     return levels
 
 
+FIXED_BOUNDARIES = ("reference", "equal")
+
+
 @dataclass
 class FixedSchedule:
-    """A fixed order of levels, each for an equal share of `curriculum_epochs`, then real data only."""
+    """A fixed order of levels, then real data only.
+
+    `boundaries="equal"`: each level for an equal share of `curriculum_epochs` (E), real from E.
+    `boundaries="reference"` (DisCL's ImageNet-LT `seq_curri_guid`): the candidate list is the k levels plus
+    real, each loop ⌊E/(k+1)⌋ = L epochs long, with the reference's off-by-one (its counter starts at 1 and is
+    incremented before use): level j covers epochs [max(0, jL - 1), (j+1)L - 1), real from kL - 1. For
+    E = 60 and levels 10, 30, 50: 10 for 0-13, 30 for 14-28, 50 for 29-43, real from 44.
+    """
 
     levels: Sequence[int]
     curriculum_epochs: float
+    boundaries: str = "equal"
 
     def __post_init__(self):
         self.levels = _check_levels(self.levels)
         if self.curriculum_epochs < 0:
             raise ValueError(f"--curriculum_epoch must be >= 0, got {self.curriculum_epochs}")
+        if self.boundaries not in FIXED_BOUNDARIES:
+            raise ValueError(f"--fixed_stages must be one of {FIXED_BOUNDARIES}, got {self.boundaries!r}")
+        if self.boundaries == "reference" and self._loop() < 1:
+            raise ValueError(
+                f"--fixed_stages reference: --curriculum_epoch {self.curriculum_epochs} is too short for "
+                f"{len(self.levels)} levels + real (each stage is floor(E/{len(self.levels) + 1}) epochs); "
+                "give more curriculum epochs or --fixed_stages equal"
+            )
+
+    def _loop(self) -> int:
+        return int(np.floor(self.curriculum_epochs / (len(self.levels) + 1)))
 
     def level_at(self, epoch: float) -> int:
-        """Return the level for (fractional) `epoch`: stage floor(epoch * k / E), or 100 once epoch >= E."""
-        if epoch >= self.curriculum_epochs:
-            return REAL_LEVEL
-        k = len(self.levels)
-        return self.levels[min(k - 1, int(np.floor(epoch * k / self.curriculum_epochs)))]
+        """Return the level for (fractional) `epoch` (see the class docstring), 100 once the stages are over."""
+        for lv, start, end in self.stage_bounds()[:-1]:
+            if start <= epoch < end:
+                return lv
+        return REAL_LEVEL
 
     def stage_bounds(self) -> list[tuple[int, float, float]]:
         """Return (level, start epoch, end epoch) for each stage, the real-only stage last (end = inf)."""
         k, e = len(self.levels), self.curriculum_epochs
+        if self.boundaries == "reference":
+            loop = self._loop()
+            bounds = [(lv, float(max(0, i * loop - 1)), float((i + 1) * loop - 1)) for i, lv in enumerate(self.levels)]
+            return bounds + [(REAL_LEVEL, float(k * loop - 1), float("inf"))]
         return [(lv, i * e / k, (i + 1) * e / k) for i, lv in enumerate(self.levels)] + [(REAL_LEVEL, e, float("inf"))]
 
 
@@ -100,16 +126,25 @@ class AdaptiveSchedule:
     random_choice: bool = False
     seed: int = 0
     whisker: float = 1.5
+    #: real data (level 100) is a candidate too, as in DisCL's iWildCam code (its guidance list ends with 100)
+    include_real: bool = False
     current: int | None = None
     n_choices: int = 0
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         self.levels = _check_levels(self.levels)
+        if self.include_real:
+            self.levels = self.levels + [REAL_LEVEL]
         if self.current is None:
             # before any evaluation there is no progress to compare: start from the uniform mix, or from the
             # level farthest from real (the synthetic end of the spectrum)
             self.current = ALL_LEVELS if self.uniform_first else min(self.levels)
+
+    @property
+    def candidates(self) -> list[int]:
+        """Return the levels `choose` picks from (the synthetic levels, plus 100 with `include_real`)."""
+        return list(self.levels)
 
     def level_at(self, epoch: float) -> int:
         """Return the level to train on now (100 after the curriculum epochs)."""

@@ -3,13 +3,19 @@
     python training/finetune_flyp.py --data_table iwildcam.parquet --data_root data/iwildcam_v2.0 \
         --syn_manifest runs/syn/scores.parquet --curriculum --progress_guid --run_dir runs/flyp
 
-Reference settings: ViT-B-16 (openai), lr 1e-5, wd 0.2, batch 256, 20 epochs, curriculum for 15, levels >= 50.
+Reference settings (the defaults; training/README.md "Fidelity to the reference" lists each): ViT-B-16 with
+the openai weights and QuickGELU, lr 1e-5, wd 0.2, batch 256, warm-up 500 then a cosine over
+(epochs + 1) x the curriculum epoch's steps, 20 epochs, curriculum for 15, levels >= 50; one training row per
+(image, caption template) with the two iWildCam templates; adaptive stages are passes over the level's loader
+while a curriculum epoch is floor(real rows / batch) steps; real data (100) is a candidate level; 2000 held-out
+source images (their real image too) measure progress, the first check against 0.
 Metrics (accuracy, macro-F1 via WILDS) on id_val, id_test (ID) and val, test (OOD) per epoch in metrics.csv;
 the best epoch is selected on id_val macro-F1, never on test.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -21,8 +27,8 @@ if __package__ in (None, ""):
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
-from training.trainers.flyp import FLYPTask, load_open_clip  # noqa: E402
-from training.trainers.runs import build_run_data  # noqa: E402
+from training.trainers.flyp import ACTIVATIONS, FLYPTask, clip_activation, load_open_clip  # noqa: E402
+from training.trainers.runs import build_run_data, uniform_real_set  # noqa: E402
 
 DEFAULTS = {
     "eval_splits": ["id_val", "id_test", "val", "test"],
@@ -32,25 +38,64 @@ DEFAULTS = {
     "lr": 1e-5,
     "wd": 0.2,
     "min_level": 50,
+    "curriculum_val_size": 2000,
+    "uniform_set_size": 30000,
+    "uniform_set_help": "training rows (image x caption template) of the uniform set of real images "
+    "(the reference: 30000 guidance-100 rows)",
+    "uniform_baseline_batch": 2,
+    "progress_baseline": "zero",
+    "stage_unit": "pass",
+    "fixed_stages": "equal",
+    "lr_extra_epochs": 1,
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run FLYP fine-tuning; return the exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """Return the script's argument parser (its defaults are the fidelity table's "ours" column)."""
     p = common_parser("finetune_flyp.py", __doc__, DEFAULTS)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")
     m.add_argument("--pretrained", default="openai", help="open_clip tag or a local weights file")
+    m.add_argument(
+        "--activation",
+        default="auto",
+        choices=ACTIVATIONS,
+        help="the towers' activation: auto (the one the weights were trained with: QuickGELU for openai, see "
+        "training/README.md), quickgelu, gelu",
+    )
+    m.add_argument(
+        "--captions",
+        default="per_template",
+        choices=["per_template", "random_template"],
+        help="per_template: one training row per (image, template), as the reference; random_template: one row "
+        "per image with a seeded random template (half the epoch length)",
+    )
     m.add_argument("--templates", default="iwildcam", help="prompt templates (assets/prompt_templates.json key)")
     m.add_argument("--class_names", default=None, help="label -> prompt name CSV (default: the table's label names)")
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run FLYP fine-tuning; return the exit code."""
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         check_run_flags(args)
+        quick_gelu, rule = clip_activation(args.model, args.pretrained, args.activation)
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)
-        cfg = train_config(args, levels, optimizer="adamw", select_metric=args.select_metric)
+        templates = read_prompt_templates(args.templates)
+        if args.captions == "per_template":
+            data.templates_per_item = len(templates)
+        data.uniform_compose = uniform_real_set(data.real, args.uniform_set_size // max(1, data.templates_per_item))
+        resolved = {"activation": "quickgelu" if quick_gelu else "gelu", "activation_rule": rule}
+        cfg = train_config(
+            args, levels, "adamw", args.select_metric, lr_extra_epochs=DEFAULTS["lr_extra_epochs"], resolved=resolved
+        )
         torch.manual_seed(args.seed)  # a head or weights initialised here must not depend on the process
-        model, train_tf, eval_tf, tok = load_open_clip(args.model, args.pretrained, device=cfg.device or "cpu")
+        model, train_tf, eval_tf, tok = load_open_clip(
+            args.model, args.pretrained, device=cfg.device or "cpu", quick_gelu=quick_gelu
+        )
     except (ValueError, OSError, RuntimeError) as err:
         print(f"finetune_flyp: error: {err}", file=sys.stderr)
         return 2
@@ -60,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     names = read_class_names(args.class_names) if args.class_names else {int(k): v for k, v in table_names.items()}
     n_classes = max(names) + 1
     class_names = [names.get(c, str(c)) for c in range(n_classes)]
-    task = FLYPTask(model, train_tf, eval_tf, tok, class_names, read_prompt_templates(args.templates), seed=args.seed)
+    task = FLYPTask(model, train_tf, eval_tf, tok, class_names, templates, seed=args.seed)
     return run_training("finetune_flyp", cfg, task, data)
 
 

@@ -212,6 +212,12 @@ def _phase2_argv(cfg: DemoConfig, paths: dict[str, Path], variant: str, seed: in
         "--curriculum",
         "--curriculum_epoch",
         cfg.curriculum_epoch,
+        # the demo's own curriculum (equal stages over its short run, the LR ending at its last step)
+        "--fixed_stages",
+        "equal",
+        "--lr_schedule",
+        "exact",
+        "--no-real_candidate",
         "--levels",
         *cfg.levels,
         "--prototype_state",

@@ -97,10 +97,19 @@ def lt_epoch_composer(
     head, tail = items[~is_tail], items[is_tail]
     syn = synthetic[synthetic["label"].isin(tail_labels)]
 
+    note = {}
+
     def compose(epoch: int, level: int, rng: np.random.Generator) -> pd.DataFrame:
-        head_part = head.iloc[np.sort(rng.choice(len(head), size=int(round(subset_frac * len(head))), replace=False))]
-        want_tail = int(round(tail_share / (1 - tail_share) * len(head_part)))
+        # the reference's counts: floor(r * N_nt) non-tail, N_tail = floor(s / (1 - s) * that)
+        head_part = head.iloc[np.sort(rng.choice(len(head), size=int(subset_frac * len(head)), replace=False))]
+        want_tail = int(tail_share / (1 - tail_share) * len(head_part))
         extra_n = max(0, want_tail - len(tail))
+        note["text"] = (
+            f"the {len(tail)} real tail images already fill the tail target {want_tail} "
+            f"(--tail_share {tail_share} of {len(head_part)} non-tail images, --subset_frac {subset_frac})"
+            if extra_n == 0
+            else ""
+        )
         pool = synthetic_items(syn, level) if level not in (REAL_LEVEL,) else tail
         if level == ALL_LEVELS:
             pool = synthetic_items(syn, ALL_LEVELS)
@@ -110,5 +119,20 @@ def lt_epoch_composer(
             else pool.iloc[:0]
         )
         return pd.concat([head_part, tail, extra], ignore_index=True)
+
+    compose.last_note = lambda: note.get("text", "")  # why the last epoch had no synthetic top-up, if it had none
+    return compose
+
+
+def lt_uniform_set(real: pd.DataFrame, tail_labels: set[int], tail_draws: int = 5000) -> Callable:
+    """Return `rng -> items`: the reference's ImageNet-LT uniform set, every non-tail real image plus
+    `tail_draws` real tail images drawn with replacement (fresh for each uniform pass)."""
+    items = real_items(real)
+    is_tail = items["label"].isin(tail_labels).to_numpy()
+    head, tail = items[~is_tail], items[is_tail]
+
+    def compose(rng: np.random.Generator) -> pd.DataFrame:
+        draws = tail.iloc[rng.choice(len(tail), size=tail_draws, replace=True)] if len(tail) else tail
+        return pd.concat([head, draws], ignore_index=True)
 
     return compose

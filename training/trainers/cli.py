@@ -44,7 +44,68 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     c.add_argument(
         "--random_guid", action="store_true", help="adaptive schedule that picks levels at random (ablation)"
     )
-    c.add_argument("--uniform_set", action="store_true", help="start from a uniform mix of all levels")
+    c.add_argument(
+        "--uniform_set",
+        action="store_true",
+        help="DisCL's uniform set (with --progress_guid): alternate one pass over a uniform set of real rows "
+        "(--uniform_set_size), after which progress picks a level, with one pass over that level",
+    )
+    c.add_argument(
+        "--uniform_set_size",
+        type=int,
+        default=defaults.get("uniform_set_size", 30000),
+        help=defaults.get("uniform_set_help", "size of the uniform set of real rows"),
+    )
+    c.add_argument(
+        "--uniform_baseline_batch",
+        type=int,
+        default=defaults.get("uniform_baseline_batch", 0),
+        help="with --uniform_set: re-measure the progress baseline after this many batches of each uniform pass "
+        "(0: only before training)",
+    )
+    c.add_argument(
+        "--uniform_first",
+        action="store_true",
+        help="ours: the adaptive schedule's first stage is a uniform mix of every synthetic level",
+    )
+    c.add_argument(
+        "--real_candidate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the adaptive schedule may pick real data (level 100) too, as DisCL's does; the held-out sources' "
+        "real images are then its validation rows",
+    )
+    c.add_argument(
+        "--progress_baseline",
+        default=defaults.get("progress_baseline", "initial"),
+        choices=["zero", "initial"],
+        help="previous value of the first progress check: zero (DisCL's iWildCam code) or measured before training",
+    )
+    c.add_argument(
+        "--stage_unit",
+        default=defaults.get("stage_unit", "epoch"),
+        choices=["epoch", "pass"],
+        help="adaptive curriculum: a stage is an epoch, or (pass, DisCL's iWildCam loop) one pass over the level's "
+        "loader while a curriculum epoch is a fixed --curriculum_epoch_steps steps",
+    )
+    c.add_argument(
+        "--curriculum_epoch_steps",
+        type=int,
+        default=None,
+        help="steps of a curriculum epoch with --stage_unit pass (default: floor(real training rows / batch))",
+    )
+    c.add_argument(
+        "--fixed_stages",
+        default=defaults.get("fixed_stages", "equal"),
+        choices=["reference", "equal"],
+        help="fixed schedule's stage boundaries: equal shares of --curriculum_epoch, or DisCL's ImageNet-LT "
+        "boundaries (levels + real, floor(E/(k+1)) epochs each, the first one epoch shorter)",
+    )
+    c.add_argument(
+        "--allow_empty_curriculum",
+        action="store_true",
+        help="accept a curriculum run that trained on no synthetic image (else exit 2 at its end)",
+    )
     c.add_argument(
         "--levels",
         type=int,
@@ -73,7 +134,10 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     )
     c.add_argument("--proto_mode", default="prototypes_first", choices=["prototypes_first", "hard_first"])
     c.add_argument(
-        "--curriculum_val_size", type=int, default=2000, help="source images held out to measure level progress"
+        "--curriculum_val_size",
+        type=int,
+        default=defaults.get("curriculum_val_size", 2000),
+        help="source images held out (from training, at every level) to measure level progress",
     )
     r = p.add_argument_group("run")
     r.add_argument("--run_dir", required=True)
@@ -82,6 +146,13 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     r.add_argument("--lr", type=float, default=defaults["lr"])
     r.add_argument("--wd", type=float, default=defaults["wd"])
     r.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 500))
+    r.add_argument(
+        "--lr_schedule",
+        default="reference",
+        choices=["reference", "exact"],
+        help=f"cosine planned once over (epochs + {defaults.get('lr_extra_epochs', 0)}) x the first epoch's steps "
+        "(the reference), or over the steps the run takes (exact: ends at the last step)",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default=None)
     r.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
@@ -108,8 +179,10 @@ def check_run_flags(args) -> None:
         tensorboard_writer_class()
 
 
-def train_config(args, levels: list[int], optimizer: str, select_metric: str) -> TrainConfig:
-    """Return the TrainConfig the parsed flags describe."""
+def train_config(
+    args, levels: list[int], optimizer: str, select_metric: str, lr_extra_epochs: int = 0, resolved=None
+) -> TrainConfig:
+    """Return the TrainConfig the parsed flags describe (`resolved`: settings the script derived, recorded)."""
     return dataclass_from_args(
         TrainConfig,
         args,
@@ -118,8 +191,11 @@ def train_config(args, levels: list[int], optimizer: str, select_metric: str) ->
         curriculum=args.curriculum and bool(levels),
         schedule="adaptive" if (args.progress_guid or args.random_guid) else "fixed",
         levels=tuple(levels),
+        include_real=args.real_candidate,
+        lr_extra_epochs=lr_extra_epochs,
         select_metric=select_metric,
         cli_args=dict(vars(args)),
+        resolved=dict(resolved or {}),
     )
 
 
@@ -128,7 +204,7 @@ def run_training(prog: str, cfg: TrainConfig, task, data) -> int:
     exists cannot be decoded - the checkpoints written until then are kept, so --resume continues."""
     import sys
 
-    from training.trainers.engine import train
+    from training.trainers.engine import EmptyCurriculumError, train
 
     try:
         result = train(cfg, task, data)
@@ -137,6 +213,9 @@ def run_training(prog: str, cfg: TrainConfig, task, data) -> int:
             f"{prog}: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
             file=sys.stderr,
         )
+        return 2
+    except (EmptyCurriculumError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"done: {result['run_dir']}; best {result['best']}")
     return 0

@@ -90,7 +90,8 @@ def curriculum_validation_split(
     """Return (training synthetic rows, curriculum-validation rows).
 
     The validation rows are the synthetic images of up to `n_sources` source images that have every level in
-    `levels`; all their synthetic images leave training (their real image stays a training sample).
+    `levels`; all their synthetic images leave training (the trainers' `build_run_data` removes their real
+    image from training too, as the reference does).
     """
     have = synthetic[synthetic["level"].isin(levels)].groupby("sample_id")["level"].nunique()
     complete = sorted(have[have == len(set(levels))].index)

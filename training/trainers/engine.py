@@ -1,7 +1,9 @@
 """One accelerate training loop for every Phase 2 trainer; it asks the guidance schedule for the level.
 
 Per epoch: the schedule gives the level; the task composes the epoch's items (real + that level's
-synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). Then,
+synthetic); one pass over them is an epoch (the "loader exhausted" moment of DisCL's adaptive rule). With
+`stage_unit="pass"` (DisCL's iWildCam loop) an adaptive curriculum epoch is instead a fixed number of steps and a
+stage, one pass over the level's items, runs across epoch boundaries; its end triggers the choice. Then,
 during the curriculum, an adaptive schedule is fed the per-level progress on the curriculum-validation split;
 the model is evaluated on the evaluation splits, metrics appended to `metrics.csv` (and TensorBoard with
 `tensorboard=True`), a checkpoint written
@@ -35,6 +37,13 @@ from training.trainers.checkpoint import load_checkpoint, save_checkpoint, save_
 from training.trainers.data import ItemDataset, stage_items, synthetic_items
 from training.trainers.lr_schedule import WarmupCosine
 
+#: the stage level of a pass over the uniform set of real rows (--uniform_set)
+UNIFORM_SET = -2
+
+
+class EmptyCurriculumError(ValueError):
+    """A curriculum run that trained on no synthetic image at all (see TrainConfig.allow_empty_curriculum)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -51,8 +60,35 @@ class TrainConfig:
     curriculum_epoch: float = 15
     schedule: str = "adaptive"  # or "fixed"
     levels: tuple[int, ...] = (50, 60, 70, 80, 90)
+    #: DisCL's --uniform_set: alternate one pass over a uniform set of real rows (RunData.uniform_compose), after
+    #: which progress picks a level, with one pass over that level (needs stage_unit "pass")
     uniform_set: bool = False
+    #: ours: the adaptive schedule's first stage is a uniform mix of every synthetic level
+    uniform_first: bool = False
+    #: with uniform_set: the progress baseline is re-measured after this many batches of each uniform pass
+    #: (DisCL's iWildCam code: 2); 0 = only before training
+    uniform_baseline_batch: int = 0
     random_guid: bool = False
+    #: the adaptive schedule's candidates include real data (level 100), as in DisCL's iWildCam code
+    include_real: bool = False
+    #: previous value of the first progress check: "zero" (DisCL: p_i(previous) = 0, so the first choice is the
+    #: level with the largest mean true-class probability) or "initial" (measured before training)
+    progress_baseline: str = "initial"
+    #: "epoch": a stage is an epoch (one pass over the level's items, the choice at its end); "pass" (DisCL's
+    #: iWildCam loop): during an adaptive curriculum an epoch is `curriculum_epoch_steps` optimizer steps and a
+    #: stage is one pass over the level's loader, running across epoch boundaries; the choice is made when it ends
+    stage_unit: str = "epoch"
+    #: steps of a curriculum epoch with stage_unit "pass" (None: floor(real training items / batch), DisCL's
+    #: num_batches)
+    curriculum_epoch_steps: int | None = None
+    #: fixed schedule's stage boundaries: "equal" shares or DisCL's ImageNet-LT "reference" boundaries
+    fixed_stages: str = "equal"
+    #: "exact": the cosine spans the steps the run takes (ends at its last step); "reference": planned once, over
+    #: (epochs + lr_extra_epochs) x the first (curriculum) epoch's steps, as DisCL's trainers do
+    lr_schedule: str = "exact"
+    lr_extra_epochs: int = 0
+    #: a curriculum that added no synthetic image in any epoch is an error unless this is set
+    allow_empty_curriculum: bool = False
     curriculum_val_size: int = 2000
     seed: int = 0
     device: str | None = None
@@ -70,20 +106,25 @@ class TrainConfig:
     tensorboard: bool = False
     #: every parsed command-line flag of the script that made this config (recorded in config.json)
     cli_args: Mapping = field(default_factory=dict)
+    #: settings the script resolved from its flags (e.g. the CLIP activation and the rule that chose it)
+    resolved: Mapping = field(default_factory=dict)
 
     def make_schedule(self):
         """Return the guidance schedule this config asks for (None without a curriculum)."""
         if not self.curriculum:
             return None
         if self.schedule == "fixed":
-            return FixedSchedule(levels=list(self.levels), curriculum_epochs=self.curriculum_epoch)
+            return FixedSchedule(
+                levels=list(self.levels), curriculum_epochs=self.curriculum_epoch, boundaries=self.fixed_stages
+            )
         if self.schedule == "adaptive":
             return AdaptiveSchedule(
                 levels=list(self.levels),
                 curriculum_epochs=self.curriculum_epoch,
-                uniform_first=self.uniform_set,
+                uniform_first=self.uniform_first,
                 random_choice=self.random_guid,
                 seed=self.seed,
+                include_real=self.include_real,
             )
         raise ValueError(f"--schedule must be 'fixed' or 'adaptive', got {self.schedule!r}")
 
@@ -124,6 +165,11 @@ class RunData:
     real_schedule: object | None = None
     #: how often (steps) the sampler refreshes the real-data distribution
     real_refresh_every: int = 100
+    #: every composed item appears this many times, with a `template` column 0..k-1 (FLYP: one training row per
+    #: (image, caption template), as DisCL's train.csv has)
+    templates_per_item: int = 1
+    #: with TrainConfig.uniform_set: rng -> the items of one uniform pass (a uniform set of real rows)
+    uniform_compose: Callable | None = None
 
 
 @torch.no_grad()
@@ -149,6 +195,10 @@ def items_for_epoch(
     the curriculum package's CurriculumSampler, positioned at `global_step`, so a resumed run draws the same.
     """
     rng = np.random.default_rng([seed, epoch])
+    if level == UNIFORM_SET:
+        if data.uniform_compose is None:
+            raise ValueError("--uniform_set needs a uniform set of real rows (RunData.uniform_compose)")
+        return _with_templates(data.uniform_compose(rng), data.templates_per_item, rng)
     if data.compose is not None:
         items = data.compose(epoch, level, rng)
     else:
@@ -173,7 +223,19 @@ def items_for_epoch(
         )
         idx = sampler.take(global_step * per_step, len(real_part))
         items = pd.concat([real_part.iloc[idx], items[~real_mask]], ignore_index=True)
+    return _with_templates(items, data.templates_per_item, rng)
+
+
+def _with_templates(items: pd.DataFrame, k: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Return `items` repeated once per caption template (a `template` column 0..k-1 when k > 1), shuffled."""
+    if k > 1:
+        items = pd.concat([items.assign(template=t) for t in range(k)], ignore_index=True)
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
+
+
+def training_dataset(items: pd.DataFrame, transform: Callable) -> ItemDataset:
+    """Return the dataset a training pass iterates over `items` (one place, so tests can observe every pass)."""
+    return ItemDataset(items, transform)
 
 
 def trainable_count(n_items: int, batch_size: int) -> int:
@@ -184,9 +246,12 @@ def trainable_count(n_items: int, batch_size: int) -> int:
 
 def epoch_size(data: RunData, level: int, epoch: int, seed: int) -> int:
     """Return the number of items `items_for_epoch` composes for `epoch` at `level` (without drawing them)."""
+    k = max(1, data.templates_per_item)
+    if level == UNIFORM_SET:
+        return len(items_for_epoch(data, level, epoch, seed, 0, 1))
     if data.compose is not None:
-        return len(data.compose(epoch, level, np.random.default_rng([seed, epoch])))
-    return len(data.real) + len(synthetic_items(data.synthetic, level))
+        return k * len(data.compose(epoch, level, np.random.default_rng([seed, epoch])))
+    return k * (len(data.real) + len(synthetic_items(data.synthetic, level)))
 
 
 def epoch_steps(n_items: int, batch_size: int, num_processes: int = 1, max_steps: int | None = None) -> int:
@@ -212,11 +277,18 @@ def resolved_config(cfg: TrainConfig, task_name: str) -> dict:
     the flags' relative paths are relative to."""
     config = asdict(cfg)
     cli = dict(config.pop("cli_args"))
-    return {"config": config, "task": task_name, "cli_args": cli, "cwd": os.getcwd()}
+    resolved = dict(config.pop("resolved"))
+    return {"config": config, "task": task_name, "cli_args": cli, "resolved": resolved, "cwd": os.getcwd()}
 
 
 def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
-    """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}."""
+    """Train `task.model` as `cfg` says; return {'best': metrics of the selected epoch, 'run_dir': ...}.
+
+    Raises EmptyCurriculumError (after writing the final model) when a curriculum run trained on no synthetic
+    image in any epoch and `cfg.allow_empty_curriculum` is not set.
+    """
+    import sys
+
     from accelerate import Accelerator
 
     # 1. the run folder, the processes and the resolved config
@@ -229,6 +301,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
         write_json(resolved_config(cfg, task.name), run / "config.json")
+        if data.curriculum_val is not None:  # the held-out images (out of training at every level)
+            write_csv(data.curriculum_val, run / "curriculum_val.csv")
 
     # 2. optimizer, LR schedule, guidance schedule
     model = task.model
@@ -238,24 +312,114 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     scheduler = WarmupCosine(optimizer, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = cfg.make_schedule()
+    nproc = accelerator.num_processes
+    pass_mode = cfg.stage_unit == "pass" and isinstance(schedule, AdaptiveSchedule)
+    if cfg.stage_unit not in ("epoch", "pass"):
+        raise ValueError(f"--stage_unit must be 'epoch' or 'pass', got {cfg.stage_unit!r}")
+    if cfg.uniform_set and not pass_mode:
+        raise ValueError("--uniform_set needs the adaptive schedule (--progress_guid) with --stage_unit pass")
     sizes: dict[tuple[int, int], int] = {}  # (epoch, level) -> composed item count
 
     def steps_of(epoch: int, level: int) -> int:
         if (epoch, level) not in sizes:
             sizes[epoch, level] = trainable_count(epoch_size(data, level, epoch, cfg.seed), cfg.batch_size)
-        return epoch_steps(sizes[epoch, level], cfg.batch_size, accelerator.num_processes, cfg.max_steps_per_epoch)
+        return epoch_steps(sizes[epoch, level], cfg.batch_size, nproc, cfg.max_steps_per_epoch)
 
-    # 3. resume from the last checkpoint (weights, optimizer, schedules, the metrics written so far)
+    # DisCL's iWildCam loop: a curriculum epoch is floor(real caption rows / batch) steps, whatever the stage
+    spe = cfg.curriculum_epoch_steps or max(1, len(data.real) * max(1, data.templates_per_item) // cfg.batch_size)
+    spe = max(1, spe // nproc if not cfg.curriculum_epoch_steps else spe)
+    spe = min(spe, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else spe
+
+    def in_curriculum(epoch: int) -> bool:
+        return schedule is not None and epoch < cfg.curriculum_epoch
+
+    # 3. resume from the last checkpoint (weights, optimizer, schedules, the stage position, the metrics so far)
     ckpt = run / "checkpoints" / "last"
     start_epoch, global_step, best, metrics_rows, schedule_rows = 0, 0, None, [], []
+    stage: dict = {"no": 0, "level": None, "offset": 0, "start_step": 0}
+    restored_prev = None
     if cfg.resume and ckpt.is_dir():
-        start_epoch, global_step, best, metrics_rows, schedule_rows = _resume(
+        start_epoch, global_step, best, metrics_rows, schedule_rows, saved_stage, restored_prev = _resume(
             run, ckpt, accelerator, model, optimizer, scheduler, schedule
         )
-    # 4. the adaptive schedule's baseline: true-class probabilities on the curriculum validation set
+        stage = dict(saved_stage or stage)
+    # 4. the adaptive schedule's baseline: true-class probabilities on the curriculum validation set (or zero)
+    if stage["level"] is None and schedule is not None:
+        stage["level"] = UNIFORM_SET if cfg.uniform_set else schedule.level_at(0)
+    has_cval = isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val)
+    cval_levels = data.curriculum_val["level"].to_numpy() if has_cval else None
+
+    def measure() -> np.ndarray:
+        probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator)
+        model.train()
+        return probs
+
     prev_val_probs = None
-    if isinstance(schedule, AdaptiveSchedule) and data.curriculum_val is not None and len(data.curriculum_val):
-        prev_val_probs = _true_probs(task, accelerator.unwrap_model(model), data.curriculum_val, cfg, accelerator)
+    if has_cval:
+        if restored_prev is not None:
+            prev_val_probs = np.asarray(restored_prev, dtype=np.float64)
+        elif cfg.progress_baseline == "zero" and not cfg.uniform_set and start_epoch == 0:
+            prev_val_probs = np.zeros(len(data.curriculum_val))  # DisCL: the first check compares with 0
+        elif cfg.progress_baseline in ("zero", "initial"):
+            prev_val_probs = measure()
+        else:
+            raise ValueError(f"--progress_baseline must be 'zero' or 'initial', got {cfg.progress_baseline!r}")
+
+    if cfg.lr_schedule == "reference":
+        if global_step == 0:  # planned once (a resumed run restores the position)
+            first = spe if pass_mode else steps_of(0, schedule.level_at(0) if schedule is not None else REAL_LEVEL)
+            scheduler.plan((cfg.epochs + cfg.lr_extra_epochs) * first)
+    elif cfg.lr_schedule != "exact":
+        raise ValueError(f"--lr_schedule must be 'exact' or 'reference', got {cfg.lr_schedule!r}")
+
+    def make_loader(items: pd.DataFrame, epoch: int):
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(
+            training_dataset(items, task.train_transform),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            drop_last=False,
+            num_workers=cfg.num_workers,
+            generator=gen,
+        )
+        return accelerator.prepare(loader)
+
+    counts = {"items": 0, "synthetic": 0, "losses": []}
+
+    def train_batch(x, y, idx, items: pd.DataFrame) -> None:
+        nonlocal global_step
+        rows = items.iloc[idx.tolist()] if torch.is_tensor(idx) else items.iloc[list(idx)]
+        counts["last_lr"] = scheduler.get_last_lr()[0]
+        with accelerator.autocast():
+            if getattr(task, "uses_item_rows", False):
+                loss = task.training_loss(model, x, y, rows=rows)
+            else:
+                loss = task.training_loss(model, x, y)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        counts["losses"].append(float(loss.detach()))
+        counts["items"] += len(rows)
+        counts["synthetic"] += int((rows["source"] == "synthetic").sum())
+        global_step += 1
+
+    def end_stage(epoch: int) -> None:
+        """A pass over the stage's loader is over: choose the next stage (DisCL's StopIteration handler)."""
+        nonlocal prev_val_probs
+        level = stage["level"]
+        row = {"epoch": epoch, "step": global_step, "stage": stage["no"], "level": level, "progress": ""}
+        if cfg.uniform_set and level != UNIFORM_SET:
+            nxt = UNIFORM_SET  # after the chosen level's pass, back to the uniform set
+        else:
+            cur = measure()
+            progress = level_progress(prev_val_probs, cur, cval_levels)
+            nxt = schedule.choose(progress, epoch=epoch, step=global_step)
+            prev_val_probs = cur
+            row["progress"] = json.dumps({str(k): round(v, 6) for k, v in progress.items()})
+        row["next_level"] = nxt
+        schedule_rows.append(row)
+        stage.update(no=stage["no"] + 1, level=int(nxt), offset=0, start_step=global_step)
 
     last_epoch = (
         cfg.epochs if cfg.epochs_per_invocation is None else min(cfg.epochs, start_epoch + cfg.epochs_per_invocation)
@@ -267,70 +431,112 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         _seed_epoch(cfg.seed, epoch, accelerator.process_index)
         if hasattr(task, "set_epoch"):
             task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
-        level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
-        items = items_for_epoch(data, level, epoch, cfg.seed, global_step, cfg.batch_size)
-        items = items.iloc[: trainable_count(len(items), cfg.batch_size)]
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(
-            ItemDataset(items, task.train_transform),
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            drop_last=False,
-            num_workers=cfg.num_workers,
-            generator=gen,
-        )
-        loader = accelerator.prepare(loader)
-        # the LR schedule's length: this epoch's steps plus the later epochs' (from their composed item counts;
-        # an adaptive schedule's future levels are taken as the current one until they are chosen)
-        n_steps = min(len(loader), cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else len(loader)
-        scheduler.plan(
-            n_steps
-            + sum(
-                steps_of(e, schedule.level_at(e) if schedule is not None else REAL_LEVEL)
-                for e in range(epoch + 1, cfg.epochs)
-            )
-        )
-        # 5b. train
+        counts.update(items=0, synthetic=0, losses=[], last_lr=None)
+        levels_seen: list[int] = []
+        if cfg.lr_schedule == "exact" and pass_mode:
+            scheduler.plan(sum(spe if in_curriculum(e) else steps_of(e, REAL_LEVEL) for e in range(epoch, cfg.epochs)))
+        # 5b. train: a fixed number of steps over the stages' loaders (pass mode), else one pass over the items
         model.train()
-        lr = scheduler.get_last_lr()[0]
-        losses = []
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch} level {level}",
-            leave=False,
-            unit="batch",
-            disable=not accelerator.is_local_main_process,
-        )
-        for i, (x, y, _) in enumerate(bar):
-            if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
-                break
-            lr = scheduler.get_last_lr()[0]
-            with accelerator.autocast():
-                loss = task.training_loss(model, x, y)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            global_step += 1
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if pass_mode and in_curriculum(epoch):
+            done = 0
+            while done < spe:
+                level = stage["level"]
+                items = items_for_epoch(data, level, stage["no"], cfg.seed, stage["start_step"], cfg.batch_size)
+                items = items.iloc[: trainable_count(len(items), cfg.batch_size)]
+                if items.empty:
+                    raise ValueError(f"the curriculum stage at level {level} has no training items")
+                items = items.iloc[stage["offset"] * cfg.batch_size * nproc :]
+                it = iter(make_loader(items, epoch) if len(items) else [])
+                exhausted = False
+                while done < spe:
+                    try:
+                        x, y, idx = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    if not levels_seen or levels_seen[-1] != level:
+                        levels_seen.append(level)
+                    train_batch(x, y, idx, items)
+                    done += 1
+                    stage["offset"] += 1
+                    if level == UNIFORM_SET and stage["offset"] == cfg.uniform_baseline_batch and has_cval:
+                        prev_val_probs = measure()  # DisCL: the baseline after the uniform pass's 2nd batch
+                if exhausted:
+                    end_stage(epoch)
+            level = levels_seen[-1] if levels_seen else stage["level"]
+            n_items = int(accelerator.reduce(torch.tensor(counts["items"], device=accelerator.device), "sum"))
+            n_syn = int(accelerator.reduce(torch.tensor(counts["synthetic"], device=accelerator.device), "sum"))
+            sched_row = None
+        else:
+            level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
+            if pass_mode:
+                level = REAL_LEVEL
+            items = items_for_epoch(data, level, epoch, cfg.seed, global_step, cfg.batch_size)
+            items = items.iloc[: trainable_count(len(items), cfg.batch_size)]
+            loader = make_loader(items, epoch)
+            # the LR schedule's length: this epoch's steps plus the later epochs' (from their composed item
+            # counts; an adaptive schedule's future levels are taken as the current one until they are chosen)
+            n_steps = min(len(loader), cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else len(loader)
+            if cfg.lr_schedule == "exact" and not pass_mode:
+                scheduler.plan(
+                    n_steps
+                    + sum(
+                        steps_of(e, schedule.level_at(e) if schedule is not None else REAL_LEVEL)
+                        for e in range(epoch + 1, cfg.epochs)
+                    )
+                )
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch} level {level}",
+                leave=False,
+                unit="batch",
+                disable=not accelerator.is_local_main_process,
+            )
+            for i, (x, y, idx) in enumerate(bar):
+                if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
+                    break
+                train_batch(x, y, idx, items)
+                bar.set_postfix(loss=f"{counts['losses'][-1]:.4f}")
+            n_items, n_syn = len(items), int((items["source"] == "synthetic").sum())
+            levels_seen = [level]
+            sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
+        # the LR of the epoch's last step
+        lr = counts["last_lr"] if counts["last_lr"] is not None else scheduler.get_last_lr()[0]
+        losses = counts["losses"]
         train_loss = float(np.mean(losses)) if losses else float("nan")
         train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean"))
         row = {
             "epoch": epoch,
             "step": global_step,
             "level": level,
-            "n_items": len(items),
-            "n_synthetic": int((items["source"] == "synthetic").sum()),
+            "n_items": n_items,
+            "n_synthetic": n_syn,
             "train_loss": train_loss,
             "lr": lr,
-        }  # the LR of the epoch's last step
-        # 5c. adaptive schedule: progress per level since the last evaluation -> the next level
-        sched_row = {"epoch": epoch, "step": global_step, "level": level, "progress": ""}
+        }
+        if pass_mode:
+            row["levels"] = " ".join("uniform" if lv == UNIFORM_SET else str(lv) for lv in levels_seen)
+        synthetic_stage = any(lv not in (REAL_LEVEL, UNIFORM_SET) for lv in levels_seen)
+        if in_curriculum(epoch) and n_syn == 0 and main and synthetic_stage:
+            avail = len(synthetic_items(data.synthetic, level)) if level >= 0 else 0
+            why = getattr(data.compose, "last_note", None)
+            print(
+                f"warning: curriculum epoch {epoch} (level {row.get('levels', level)}) trained on {n_items} items "
+                f"and no synthetic image ({avail} kept synthetic image(s) at level {level}"
+                + (f"; {why()}" if callable(why) and why() else "")
+                + ")",
+                file=sys.stderr,
+            )
+        # 5c. adaptive schedule (epoch stages): progress per level since the last evaluation -> the next level
         unwrapped = accelerator.unwrap_model(model)
-        if isinstance(schedule, AdaptiveSchedule) and prev_val_probs is not None and epoch + 1 < cfg.curriculum_epoch:
+        if (
+            sched_row is not None
+            and isinstance(schedule, AdaptiveSchedule)
+            and prev_val_probs is not None
+            and epoch + 1 < cfg.curriculum_epoch
+        ):
             cur = _true_probs(task, unwrapped, data.curriculum_val, cfg, accelerator)
-            progress = level_progress(prev_val_probs, cur, data.curriculum_val["level"].to_numpy())
+            progress = level_progress(prev_val_probs, cur, cval_levels)
             nxt = schedule.choose(progress, epoch=epoch + 1, step=global_step)
             prev_val_probs = cur
             sched_row["progress"] = json.dumps({str(k): round(v, 6) for k, v in progress.items()})
@@ -344,7 +550,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             _log_dynamics(task, unwrapped, data.real, cfg, accelerator.device, epoch, run)
         row["seconds"] = time.perf_counter() - t0
         metrics_rows.append(row)
-        schedule_rows.append(sched_row)
+        if sched_row is not None:
+            schedule_rows.append(sched_row)
         if main:
             write_csv(pd.DataFrame(metrics_rows), run / "metrics.csv")
             write_csv(pd.DataFrame(schedule_rows), run / "schedule.csv")
@@ -367,6 +574,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             "global_step": global_step,
             "best": best,
             "schedule": schedule.state_dict() if isinstance(schedule, AdaptiveSchedule) else None,
+            "stage": dict(stage),
+            "prev_val_probs": None if prev_val_probs is None else [float(v) for v in prev_val_probs],
         }
         if main:
             save_checkpoint(ckpt, unwrapped, optimizer, scheduler, extra, scaler=accelerator.scaler)
@@ -381,17 +590,43 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         if isinstance(schedule, AdaptiveSchedule):
             write_json(schedule.state_dict(), run / "adaptive_schedule.json")
     accelerator.wait_for_everyone()
+    curriculum_rows = [r for r in metrics_rows if in_curriculum(int(r["epoch"]))]
+    if curriculum_rows and not cfg.allow_empty_curriculum and sum(int(r["n_synthetic"]) for r in curriculum_rows) == 0:
+        raise EmptyCurriculumError(
+            f"the curriculum trained on no synthetic image in any of its {len(curriculum_rows)} epoch(s) "
+            f"(metrics.csv n_synthetic is 0 throughout; the run folder {run} is kept); pass "
+            "--allow_empty_curriculum to accept a real-only run"
+        )
     return {"run_dir": str(run), "best": best, "metrics": pd.DataFrame(metrics_rows), "finished": True}
 
 
 def _resume(run: Path, ckpt: Path, accelerator, model, optimizer, scheduler, schedule) -> tuple:
-    """Restore a run from its `ckpt` folder; return (start epoch, global step, best, metrics rows, schedule rows)."""
+    """Restore a run from its `ckpt` folder; return (start epoch, global step, best, metrics rows, schedule rows,
+    the pass-mode stage position or None, the progress baseline's probabilities or None)."""
     extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
     if isinstance(schedule, AdaptiveSchedule):
         schedule.load_state_dict(extra["schedule"])
-    metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
-    schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
-    return extra["epoch"] + 1, extra["global_step"], extra.get("best"), metrics_rows, schedule_rows
+    metrics_rows, schedule_rows = _read_rows(run / "metrics.csv"), _read_rows(run / "schedule.csv")
+    return (
+        extra["epoch"] + 1,
+        extra["global_step"],
+        extra.get("best"),
+        metrics_rows,
+        schedule_rows,
+        extra.get("stage"),
+        extra.get("prev_val_probs"),
+    )
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Return the rows of a run CSV (none for a missing or empty file: a pass-mode run may not have ended a stage
+    yet when it is interrupted)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except pd.errors.EmptyDataError:
+        return []
 
 
 def _seed_epoch(seed: int, epoch: int, process: int) -> None:

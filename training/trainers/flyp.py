@@ -3,8 +3,11 @@ evaluation with a zero-shot head built from the same templates (Goyal et al., 20
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,18 +16,65 @@ import torch.nn.functional as F
 from training.trainers.losses import contrastive_loss
 from training.trainers.metrics import accuracy_and_macro_f1
 
+ACTIVATIONS = ("auto", "quickgelu", "gelu")
 
-def load_open_clip(model_name: str, pretrained: str | None, device: str = "cpu"):
+
+def clip_activation(model_name: str, pretrained: str | None, activation: str = "auto") -> tuple[bool, str]:
+    """Return (QuickGELU?, the rule that decided) for building `model_name` to hold the `pretrained` weights.
+
+    OpenAI's CLIP weights were trained with QuickGELU; open_clip's plain `ViT-B-16` config uses GELU and only
+    warns when given them (a local file gets no warning at all). `activation` "quickgelu"/"gelu" decides;
+    "auto": an architecture named `*-quickgelu` -> QuickGELU; a pretrained tag -> what open_clip's registry
+    records for it (`openai` -> QuickGELU); a local file -> the `quick_gelu` of an `open_clip_config.json`
+    beside it (the hub's open_clip layout), QuickGELU for a TorchScript archive (OpenAI's own release format),
+    else an error asking for --activation; no weights -> the architecture's own activation.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"--activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if activation != "auto":
+        return activation == "quickgelu", f"--activation {activation}"
+    if model_name.endswith("-quickgelu"):
+        return True, f"the architecture {model_name!r} is a -quickgelu config"
+    if not pretrained:
+        return False, "no pretrained weights: the architecture's own activation"
+    path = Path(str(pretrained))
+    if path.is_file():
+        beside = path.parent / "open_clip_config.json"
+        if beside.is_file():
+            model_cfg = json.loads(beside.read_text()).get("model_cfg", {})
+            quick = bool(model_cfg.get("quick_gelu", False))
+            return quick, f"{beside} says quick_gelu={str(quick).lower()}"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()):
+                    return True, f"{path} is a TorchScript archive (OpenAI's CLIP release format, QuickGELU)"
+        raise ValueError(
+            f"--pretrained {path}: cannot tell which activation these weights were trained with (no "
+            "open_clip_config.json beside the file); pass --activation quickgelu (OpenAI's CLIP weights, the "
+            "reference's) or --activation gelu (e.g. LAION's)"
+        )
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model_name, str(pretrained))
+    if cfg:
+        quick = bool(cfg.get("quick_gelu", False))
+        act = "QuickGELU" if quick else "GELU"
+        return quick, f"open_clip's registry: {model_name}/{pretrained} was trained with {act}"
+    return False, f"{model_name}/{pretrained} is not in open_clip's registry: the architecture's own activation"
+
+
+def load_open_clip(model_name: str, pretrained: str | None, device: str = "cpu", quick_gelu: bool = False):
     """Return (model, train transform, eval transform, tokenizer) from open_clip.
 
     `pretrained` is an open_clip tag (e.g. 'openai', needs the hub or its cache) or a local weights file;
-    a weight that cannot be reached fails with a message naming --pretrained.
+    `quick_gelu` builds the towers with QuickGELU (open_clip's `force_quick_gelu`; see `clip_activation`).
+    A weight that cannot be reached fails with a message naming --pretrained.
     """
     import open_clip
 
     try:
         model, train_tf, eval_tf = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device
+            model_name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
         )
     except Exception as err:
         where = "the local file" if pretrained and os.path.exists(str(pretrained)) else "the model hub (offline?)"
@@ -62,17 +112,24 @@ class FLYPTask:
         """Reseed the template choice for `epoch`, so a resumed run picks the same prompts."""
         self._rng = np.random.default_rng([self.seed, epoch])
 
-    def _texts(self, labels: torch.Tensor) -> list[str]:
-        picks = self._rng.integers(0, len(self.templates), size=len(labels))
+    #: the engine passes each batch's item rows (their `template` column names the caption template)
+    uses_item_rows = True
+
+    def _texts(self, labels: torch.Tensor, rows=None) -> list[str]:
+        if rows is not None and "template" in rows.columns:
+            picks = rows["template"].to_numpy(dtype=np.int64)  # one training row per (image, template)
+        else:
+            picks = self._rng.integers(0, len(self.templates), size=len(labels))
         return [self.templates[t].format(name=self.class_names[int(y)]) for t, y in zip(picks, labels.tolist())]
 
-    def training_loss(self, model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Return the contrastive loss between the images and a class prompt (random template) each.
+    def training_loss(self, model, images: torch.Tensor, labels: torch.Tensor, rows=None) -> torch.Tensor:
+        """Return the contrastive loss between the images and a class prompt each: the template of the item's
+        row (`rows["template"]`, DisCL's one row per caption) or, without it, a seeded random template.
 
         One call of the model's forward (open_clip: image and text features and the exp'ed logit scale), so
         a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it.
         """
-        tokens = self.tokenizer(self._texts(labels)).to(images.device)
+        tokens = self.tokenizer(self._texts(labels, rows)).to(images.device)
         out = model(images, tokens)
         if isinstance(out, dict):
             image_emb, text_emb, scale = out["image_features"], out["text_features"], out["logit_scale"]

@@ -18,11 +18,12 @@ def accuracy_and_macro_f1(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, f
 
 
 def shot_accuracies(y_pred: np.ndarray, y_true: np.ndarray, train_counts: dict[int, int]) -> dict[str, float]:
-    """Return overall, many (>100 training images), medium (20-100) and few (<20) top-1 accuracy."""
+    """Return overall, many (>= 100 training images), medium (20-99) and few (< 20) top-1 accuracy (the
+    reference's split, `model/metrics.py`; OLTR's usual "many > 100" puts classes of exactly 100 in medium)."""
     y_pred, y_true = np.asarray(y_pred), np.asarray(y_true)
     correct = y_pred == y_true
     counts = np.array([train_counts.get(int(y), 0) for y in y_true])
     out = {"overall_acc": float(correct.mean()) if len(correct) else float("nan")}
-    for name, mask in (("many", counts > 100), ("medium", (counts >= 20) & (counts <= 100)), ("few", counts < 20)):
+    for name, mask in (("many", counts >= 100), ("medium", (counts >= 20) & (counts < 100)), ("few", counts < 20)):
         out[f"{name}_acc"] = float(correct[mask].mean()) if mask.any() else float("nan")
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from curriculum.guidance import REAL_LEVEL
 from training.trainers.data import (
     check_images_exist,
@@ -41,11 +44,18 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
     synthetic = real.iloc[:0]
     levels: list[int] = []
     cval = None
+    if args.curriculum and not args.syn_manifest:
+        raise ValueError("--curriculum needs --syn_manifest (the synthetic images to schedule); none given")
     if args.syn_manifest:
         synthetic = load_synthetic(
             args.syn_manifest, args.syn_root, known_labels=table["label"].unique(), min_level=args.min_level
         )
         available = sorted(int(v) for v in synthetic["level"].unique() if v < REAL_LEVEL)
+        if args.curriculum and not available:
+            raise ValueError(
+                f"--curriculum: {args.syn_manifest} has no kept synthetic image at a level >= --min_level "
+                f"{args.min_level} (kept rows: {len(synthetic)}); nothing to schedule"
+            )
         levels = [lv for lv in (args.levels or available) if lv in available]
         missing = sorted(set(args.levels or []) - set(available))
         if missing:
@@ -59,16 +69,31 @@ def build_run_data(args, adaptive: bool) -> tuple[RunData, list[int]]:
                 f"{args.syn_manifest} (kept rows of --levels {levels}, --syn_root "
                 f"{args.syn_root or 'from the manifest'})",
             )
-        if adaptive and levels:
+        if adaptive and levels and args.curriculum:
+            n_sources = int(synthetic["sample_id"].nunique())
             synthetic, cval = curriculum_validation_split(synthetic, levels, args.curriculum_val_size, seed=args.seed)
             if cval.empty:
                 raise ValueError(
                     "the adaptive schedule needs source images that have every level (curriculum validation); "
                     "none found"
                 )
+            held = sorted(cval["sample_id"].unique())
+            if 2 * len(held) > n_sources:
+                raise ValueError(
+                    f"--curriculum_val_size {args.curriculum_val_size} would hold out {len(held)} of the "
+                    f"{n_sources} source images that have synthetic images (more than half) from training; "
+                    f"give at most {n_sources // 2}"
+                )
             cval = cval.assign(item_id="cval:" + cval["synthetic_id"], source="synthetic")[
                 ["item_id", "sample_id", "path", "label", "level", "source"]
             ]
+            # the held-out images leave training at every level, their real image too (DisCL's validate.csv);
+            # with real data a candidate level, their real images are its validation rows
+            held_real = real[real["sample_id"].isin(held)]
+            real = real[~real["sample_id"].isin(held)].reset_index(drop=True)
+            if getattr(args, "real_candidate", False):
+                cval = pd.concat([cval, real_items(held_real).assign(item_id="cval:real:" + held_real["sample_id"])])
+                cval = cval.reset_index(drop=True)
     data = RunData(real=real, synthetic=synthetic, eval_splits=eval_splits, curriculum_val=cval)
     if getattr(args, "prototype_state", None):
         data.real_schedule = prototype_schedule(
@@ -98,3 +123,15 @@ def prototype_schedule(path: str, sample_ids: list[str], start: float, warmup_st
     except KeyError as err:
         raise ValueError(f"--prototype_state {path}: {err.args[0]}") from None
     return SoftPacingSchedule(d, final_iteration=warmup_steps, start=start, mode=mode)
+
+
+def uniform_real_set(real: pd.DataFrame, n_images: int):
+    """Return `rng -> items`: DisCL's iWildCam uniform set, a random `n_images` of the real training images
+    (all of them when there are fewer), drawn afresh for each uniform pass."""
+
+    def compose(rng):
+        items = real_items(real)
+        n = min(len(items), max(1, int(n_images)))
+        return items.iloc[np.sort(rng.choice(len(items), size=n, replace=False))].reset_index(drop=True)
+
+    return compose
