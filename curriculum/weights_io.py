@@ -11,11 +11,9 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Return the tensors of a safetensors file or a torch state-dict file (`weights_only=True`, no objects).
-
-    A checkpoint that nests its weights under 'state_dict' or 'model' is unwrapped.
-    """
+def load_weights_file(path: str | os.PathLike):
+    """Return what a weights file holds, never unpickling objects: a safetensors file's tensors, or a torch
+    file's tensors and containers (`torch.load(weights_only=True)`; it raises on anything else)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path} does not exist")
@@ -23,7 +21,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Return the tensors of a safetensors file or a torch state-dict file (`weights_only=True`, no objects).
+
+    A checkpoint that nests its weights under 'state_dict' or 'model' is unwrapped.
+    """
+    state = load_weights_file(path)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from curriculum.weights_io import load_weights_file
+
 log = logging.getLogger(__name__)
 
 #: architectures built here (any other --arch name is a timm model)
@@ -25,7 +27,7 @@ def resnet10(num_classes: int) -> torch.nn.Module:
 def read_lt_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Return the flat state dict (torchvision key names) of a ResNet checkpoint in one of the accepted layouts.
 
-    Accepted (loaded with `weights_only=True`, never unpickling objects):
+    Accepted (read by `curriculum.weights_io.load_weights_file`, never unpickling objects):
     - a flat state dict (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, ..., `fc.weight`, `fc.bias`), as a
       safetensors file or a torch file;
     - LDMLR's stage-1 checkpoint: `{"state_dict": {"model": <state dict>}, "model": <config>, ...}`;
@@ -37,12 +39,10 @@ def read_lt_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--weights {path} does not exist")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
+        state = load_weights_file(path)
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights_file(path)
         except Exception as err:
             raise ValueError(f"--weights {path}: not a tensor-only checkpoint ({err})") from err
         if not isinstance(state, dict):
