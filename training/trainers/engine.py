@@ -365,6 +365,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         else:
             raise ValueError(f"--progress_baseline must be 'zero' or 'initial', got {cfg.progress_baseline!r}")
 
+    # 4b. the LR plan (the reference's: once, up front), the loader, one optimizer step, the end of a pass stage
     if cfg.lr_schedule == "reference":
         if global_step == 0:  # planned once (a resumed run restores the position)
             first = spe if pass_mode else steps_of(0, schedule.level_at(0) if schedule is not None else REAL_LEVEL)
