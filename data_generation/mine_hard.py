@@ -34,10 +34,10 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
+from data_generation.cli_names import DATASET_NAMES, DIFFICULTY_SCORER_NAMES  # noqa: E402
 from data_generation.mining.datasets import DATASETS  # noqa: E402
-from data_generation.mining.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
-from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
-from data_generation.mining.scorer_runs import ScorerOptions, class_name_list, run_scorers  # noqa: E402
+
+# the scorers (torch, timm, open_clip) are imported by main() once the arguments are parsed
 
 #: the per-sample column holding its class's training count (the ImageNet-LT loader writes it)
 TRAIN_COUNT = "train_count"
@@ -77,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mine_hard.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=DATASETS.names())
+    d.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     d.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     d.add_argument("--data_root", default=None, help="root of relative paths (table, imagenet_lt)")
     d.add_argument("--train_list", default=None, help="ImageNet-LT: the training list that defines class counts")
     d.add_argument("--split", default="train", help="which split to mine (default train; '' for all rows)")
     d.add_argument("--class_names", default=None, help="label -> name CSV for prompts (default: the table's names)")
     s = p.add_argument_group("scorers")
-    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=DIFFICULTY_SCORERS.names())
+    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=DIFFICULTY_SCORER_NAMES)
     s.add_argument(
         "--templates", default=None, help="prompt template set (default: iwildcam for iWildCam, imagenet otherwise)"
     )
@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run mining; return the exit code."""
     args = build_parser().parse_args(argv)
+    from data_generation.mining.difficulty import NON_SCORE_COLUMNS, base_score_name
+    from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs
+    from data_generation.mining.scorer_runs import ScorerOptions, class_name_list, run_scorers
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         for flag in ("--output_csv", "--scores_parquet"):
@@ -238,6 +242,7 @@ def save_prototype_state(path: str, frame: pd.DataFrame, scaling: str, config: d
     `CurriculumLearning.save_weights` format Phase 2 reads); return the two paths written."""
     from curriculum.prototypes import scale_distances
     from curriculum.state import save_curriculum_state
+    from data_generation.mining.difficulty import base_score_name
 
     dist_col = next(c for c in frame.columns if base_score_name(c) == "prototype_distance")
     clus_col = next(c for c in frame.columns if base_score_name(c) == "prototype_cluster")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from data_generation import gene_img
-from data_generation.model_builders.tiny import save_tiny_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--max_side", type=int, default=128)
     args = p.parse_args(argv)
+    from data_generation.model_builders.tiny import save_tiny_pipeline  # torch: after the arguments
+
     t0 = time.perf_counter()
     out = Path(args.out)
     model = out / "tiny-sdxl-refiner"

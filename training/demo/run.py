@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 
 from curriculum.tables import markdown_table
-from training.demo.data import long_tail_counts, split_counts, write_long_tailed_digits
 
 VARIANTS = {
     "baseline": "real data only, cross-entropy",
@@ -238,6 +237,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> Path:
     """Run every step of the demo (skipping finished ones unless `fresh`); return the report's path."""
     from data_generation import comp_clip_scores, gene_img, mine_hard, train_probe
     from training import train_diffusion, train_lt
+    from training.demo.data import write_long_tailed_digits  # torch: imported here, so --help answers at once
 
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -518,6 +518,8 @@ def _upscale(src: Path, dst: Path, factor: int = 4) -> Path | None:
 
 def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, float], total_s: float) -> Path:
     """Write `report/report.md` (+ PNGs and results CSVs) from the run's files; return its path."""
+    from training.demo.data import long_tail_counts, split_counts
+
     rep = paths["report"]
     rep.mkdir(parents=True, exist_ok=True)
     results = results_table(cfg, paths["phase2"])
