@@ -22,10 +22,22 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str = "cpu")
     """
     import open_clip
 
+    from curriculum.offline import HOW, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
+
+    is_tag = pretrained and not os.path.exists(str(pretrained)) and not str(model_name).startswith("local-dir:")
+    if is_tag and pretrained in open_clip.list_pretrained_tags_by_model(model_name):
+        missing = open_clip_tag_missing(model_name, pretrained)  # before open_clip's download: no retry storm
+        if missing:
+            raise RuntimeError(
+                f"--model {model_name} --pretrained {pretrained}: open_clip weights: {missing}; {HOW} "
+                f"(`hf download {open_clip_hub_repo(model_name, pretrained)} --local-dir DIR`, then "
+                "--model local-dir:DIR)"
+            )
     try:
-        model, train_tf, eval_tf = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device
-        )
+        with quiet_hub():
+            model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device
+            )
     except Exception as err:
         where = "the local file" if pretrained and os.path.exists(str(pretrained)) else "the model hub (offline?)"
         raise RuntimeError(

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curriculum.offline import HOW, hub_file_cached, hub_unreachable
 from data_generation.generation.backends import GENERATORS
 from data_generation.generation.backends.base import GenerationBatch, ModelLoadError
 
@@ -56,20 +57,29 @@ def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
     Fails within seconds with a ModelLoadError that says how to use a local folder when the weights cannot
     be reached (offline, wrong id).
     """
-    from diffusers import AutoPipelineForImage2Image
-
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`, or "
         f"`AutoPipelineForImage2Image.from_pretrained('{model_id}').save_pretrained(DIR)`) and pass --model_id DIR."
     )
     path = Path(model_id)
     if path.is_dir():
+        from diffusers import AutoPipelineForImage2Image
+
         try:
             return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype)
         except Exception as err:
             raise ModelLoadError(f"cannot load a diffusers img2img pipeline from folder {model_id}: {err}") from err
     if path.exists() or model_id.startswith((".", "/", "~")):
         raise ModelLoadError(f"--model_id {model_id!r} is not a diffusers pipeline folder (no such directory)")
+    if not hub_file_cached(model_id, "model_index.json"):  # answer before importing diffusers and retrying
+        missing = hub_unreachable(model_id)
+        if missing:
+            raise ModelLoadError(
+                f"--model_id {model_id}: {missing}; {HOW} (`hf download {model_id} --local-dir DIR`, then "
+                "--model_id DIR)"
+            )
+    from diffusers import AutoPipelineForImage2Image
+
     try:  # the local Hugging Face cache first: no network, no waiting
         return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype, local_files_only=True)
     except Exception as err:

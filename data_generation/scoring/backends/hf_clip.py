@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curriculum.offline import HOW, hub_file_cached, hub_unreachable
 from data_generation.scoring.backends import SCORERS
 from data_generation.scoring.backends.base import (
     ScorerLoadError,
@@ -23,14 +24,14 @@ from data_generation.scoring.backends.base import (
 
 def _load(model_id: str, torch_dtype: torch.dtype):
     """Return (CLIPModel, CLIPProcessor) from a folder, the local cache or the hub; fail fast and clearly."""
-    from transformers import CLIPModel, CLIPProcessor
-
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`)"
         " and pass --clip_model DIR."
     )
 
     def load(**kw):
+        from transformers import CLIPModel, CLIPProcessor
+
         return CLIPModel.from_pretrained(model_id, dtype=torch_dtype, **kw), CLIPProcessor.from_pretrained(
             model_id, **kw
         )
@@ -43,6 +44,13 @@ def _load(model_id: str, torch_dtype: torch.dtype):
             raise ScorerLoadError(f"cannot load a transformers CLIP model from folder {model_id}: {err}") from err
     if path.exists() or model_id.startswith((".", "/", "~")):
         raise ScorerLoadError(f"--clip_model {model_id!r} is not a transformers CLIP folder (no such directory)")
+    if not hub_file_cached(model_id, "config.json"):  # answer before importing transformers and retrying
+        missing = hub_unreachable(model_id)
+        if missing:
+            raise ScorerLoadError(
+                f"--clip_model {model_id}: {missing}; {HOW} (`hf download {model_id} --local-dir DIR`, then "
+                "--clip_model DIR)"
+            )
     try:  # the local Hugging Face cache first: no network, no waiting
         return load(local_files_only=True)
     except Exception as err:

@@ -12,34 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from curriculum.offline import HOW, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
 from data_generation.scoring.backends import SCORERS
 from data_generation.scoring.backends.base import (
     ScorerLoadError,
     TorchScorerMixin,
     file_signature,
-    hub_offline,
     l2_normalise,
     resolve_dtype,
 )
 
 RANDOM = {"none", "random"}  # --clip_pretrained none: random weights (benchmarks, smoke tests)
-
-
-def _tag_cached(name: str, tag: str) -> bool:
-    """Return True if the weights of an open_clip pretrained tag are already in the local HF cache."""
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    hub = cfg.get("hf_hub", "")
-    if not hub:
-        return False
-    repo_id = "/".join(hub.strip("/").split("/")[:2])
-    for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-        hit = try_to_load_from_cache(repo_id, fname)
-        if isinstance(hit, str):
-            return True
-    return False
 
 
 def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, str]:
@@ -72,10 +55,12 @@ def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, 
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         raise ScorerLoadError(f"--clip_pretrained {pretrained!r} is not a pretrained tag of {name}; tags: {tags}")
-    if hub_offline() and not _tag_cached(name, pretrained):
+    missing = open_clip_tag_missing(name, pretrained)  # before open_clip's own download: no retry storm
+    if missing:
+        repo = open_clip_hub_repo(name, pretrained)
         raise ScorerLoadError(
-            f"open_clip weights {name}/{pretrained} are not in the local cache and HF_HUB_OFFLINE is set. Download "
-            f"them where the hub is reachable and pass --clip_pretrained PATH.safetensors (or a local-dir folder)."
+            f"--clip_model {model} --clip_pretrained {pretrained}: open_clip weights {name}/{pretrained}: {missing}; "
+            f"{HOW} (`hf download {repo} --local-dir DIR`, then --clip_model DIR)"
         )
     return name, pretrained, f"tag {pretrained}"
 
@@ -118,9 +103,10 @@ class OpenClipScorer(TorchScorerMixin):
         tag_cfg = open_clip.get_pretrained_cfg(name, pre) if weights.startswith("tag ") else {}
         quick_gelu = bool((tag_cfg or {}).get("quick_gelu", False))
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pre, device="cpu", force_quick_gelu=quick_gelu
-            )
+            with quiet_hub():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pre, device="cpu", force_quick_gelu=quick_gelu
+                )
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
             raise ScorerLoadError(
