@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     p.add_argument("--data_root", default=None)
     p.add_argument("--train_list", default=None)
+    p.add_argument(
+        "--download", action="store_true", help="iwildcam: let WILDS download iWildCam v2.0 into --data (about 11 GB)"
+    )
     p.add_argument("--out", required=True, help=".parquet or .csv")
     args = p.parse_args(argv)
     loader = DATASETS.get(args.dataset)
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dataset == "folder":
             df = loader(args.data)
         elif args.dataset == "iwildcam":
-            df = loader(args.data)
+            df = loader(args.data, download=args.download)
         elif args.dataset == "imagenet_lt":
             df = loader(args.data, args.data_root, train_list=args.train_list)
         else:

@@ -63,7 +63,7 @@ def load_dataset(args) -> pd.DataFrame:  # noqa: F821
     elif args.dataset == "folder":
         df = DATASETS.get("folder")(args.data)
     elif args.dataset == "iwildcam":
-        df = DATASETS.get("iwildcam")(args.data, splits=(args.split,) if args.split else None)
+        df = DATASETS.get("iwildcam")(args.data, splits=(args.split,) if args.split else None, download=args.download)
     else:
         df = DATASETS.get("imagenet_lt")(args.data, args.data_root, train_list=args.train_list)
     if args.split and "split" in df.columns and args.dataset != "iwildcam":
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     d.add_argument("--data_root", default=None, help="root of relative paths (table, imagenet_lt)")
     d.add_argument("--train_list", default=None, help="ImageNet-LT: the training list that defines class counts")
+    d.add_argument(
+        "--download", action="store_true", help="iwildcam: let WILDS download iWildCam v2.0 into --data (about 11 GB)"
+    )
     d.add_argument("--split", default="train", help="which split to mine (default train; '' for all rows)")
     d.add_argument("--class_names", default=None, help="label -> name CSV for prompts (default: the table's names)")
     s = p.add_argument_group("scorers")

@@ -87,7 +87,8 @@ def load_wilds_iwildcam(
     except Exception as err:
         raise TableError(
             f"{root}: cannot open WILDS iWildCam ({err}); expected {Path(root) / 'iwildcam_v2.0'} with "
-            "RELEASE_v2.0.txt, metadata.csv and train/ (or pass download=True where the internet is reachable)"
+            "RELEASE_v2.0.txt, metadata.csv and train/; to fetch it (about 11 GB), run the same command once with "
+            "--download where the internet is reachable (mine_hard.py / make_table.py --dataset iwildcam)"
         ) from err
     inv_split = {v: k for k, v in ds.split_dict.items()}
     names = read_class_names(ASSETS / "iwildcam_labels.csv")
