@@ -30,7 +30,7 @@ from data_generation.generation.plan import MANIFEST_COLUMNS
 from data_generation.scoring.backends import ClipScorer, default_model, load_scorer
 from data_generation.scoring.cache import EmbeddingCache, file_key
 from data_generation.scoring.index import SpectrumIndex, build_index
-from data_generation.scoring.report import plot_distributions, plot_spectrum_grid, summarize
+from data_generation.scoring.report import plot_distributions, plot_spectrum_grid, score_units, summarize
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,13 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
             log.warning("... %d more problem rows listed in %s", int(bad.sum()) - 5, paths["failures"])
     if cfg.plots and len(scores):
         paths["distributions"] = str(
-            plot_distributions(scores, out / "clip_score_distributions.png", cfg.threshold, cfg.img_threshold)
+            plot_distributions(
+                scores,
+                out / "clip_score_distributions.png",
+                cfg.threshold,
+                cfg.img_threshold,
+                units=score_units(result.scorer),
+            )
         )
         grid = plot_spectrum_grid(scores, rows, out / "clip_spectrum_grid.png", n_samples=cfg.grid_samples)
         if grid is not None:
