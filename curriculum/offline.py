@@ -53,8 +53,19 @@ def hub_unreachable(repo_id: str, timeout: float = 10.0) -> str | None:
     return None
 
 
+#: open_clip's hub repos of the weights DisCL uses (scoring/mining ViT-B-32, FLYP ViT-B-16), so a missing default
+#: answers before `import open_clip` (several CPU-seconds: it imports torchvision and more); checked against
+#: open_clip's own table by tests/test_offline_errors.py
+OPEN_CLIP_HUB = {
+    ("ViT-B-32", "openai"): "timm/vit_base_patch32_clip_224.openai",
+    ("ViT-B-16", "openai"): "timm/vit_base_patch16_clip_224.openai",
+}
+
+
 def open_clip_hub_repo(name: str, tag: str) -> str | None:
     """Return the hub repo that holds open_clip's `name`/`tag` weights (None for a tag with no hub copy)."""
+    if (name, tag) in OPEN_CLIP_HUB:
+        return OPEN_CLIP_HUB[(name, tag)]
     import open_clip  # its registry of names and tags only; no model is built
 
     hub = (open_clip.get_pretrained_cfg(name, tag) or {}).get("hf_hub", "")

@@ -99,3 +99,27 @@ print(json.dumps({{"rc": rc, "err": err.getvalue(), "diffusers": "diffusers" in 
     assert len(lines) == 1, res["err"]
     assert lines[0].startswith("gene_img: error: --model_id stabilityai/stable-diffusion-xl-refiner-1.0: ")
     assert ROUTE in lines[0] and "--model_id DIR" in lines[0]
+
+
+def test_the_static_open_clip_repos_equal_open_clips_table():
+    import open_clip
+
+    for (name, tag), repo in offline.OPEN_CLIP_HUB.items():
+        hub = open_clip.get_pretrained_cfg(name, tag)["hf_hub"]
+        assert repo == "/".join(hub.strip("/").split("/")[:2])
+
+
+def test_flyp_default_weights_offline_fail_before_importing_open_clip():
+    code = """
+import json, sys
+from training.trainers.flyp import load_open_clip
+try:
+    load_open_clip("ViT-B-16", "openai")
+except RuntimeError as err:
+    print(json.dumps({"err": str(err), "open_clip": "open_clip" in sys.modules}))
+"""
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not res["open_clip"] and "--model ViT-B-16 --pretrained openai" in res["err"] and ROUTE in res["err"]
+    assert "timm/vit_base_patch16_clip_224.openai" in res["err"] and "\n" not in res["err"]

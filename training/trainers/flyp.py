@@ -20,19 +20,25 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str = "cpu")
     `pretrained` is an open_clip tag (e.g. 'openai', needs the hub or its cache) or a local weights file;
     a weight that cannot be reached fails with a message naming --pretrained.
     """
-    import open_clip
+    from curriculum.offline import HOW, OPEN_CLIP_HUB, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
 
-    from curriculum.offline import HOW, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
-
-    is_tag = pretrained and not os.path.exists(str(pretrained)) and not str(model_name).startswith("local-dir:")
-    if is_tag and pretrained in open_clip.list_pretrained_tags_by_model(model_name):
-        missing = open_clip_tag_missing(model_name, pretrained)  # before open_clip's download: no retry storm
+    def check_tag() -> None:  # before open_clip's download: no retry storm
+        missing = open_clip_tag_missing(model_name, pretrained)
         if missing:
             raise RuntimeError(
                 f"--model {model_name} --pretrained {pretrained}: open_clip weights: {missing}; {HOW} "
                 f"(`hf download {open_clip_hub_repo(model_name, pretrained)} --local-dir DIR`, then "
                 "--model local-dir:DIR)"
             )
+
+    known = (model_name, pretrained) in OPEN_CLIP_HUB
+    if known:
+        check_tag()  # DisCL's default answers before open_clip (several CPU-seconds) is imported
+    import open_clip
+
+    is_tag = pretrained and not os.path.exists(str(pretrained)) and not str(model_name).startswith("local-dir:")
+    if not known and is_tag and pretrained in open_clip.list_pretrained_tags_by_model(model_name):
+        check_tag()
     try:
         with quiet_hub():
             model, train_tf, eval_tf = open_clip.create_model_and_transforms(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curriculum.offline import HOW, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
+from curriculum.offline import HOW, OPEN_CLIP_HUB, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
 from data_generation.scoring.backends import SCORERS
 from data_generation.scoring.backends.base import (
     ScorerLoadError,
@@ -23,6 +23,17 @@ from data_generation.scoring.backends.base import (
 )
 
 RANDOM = {"none", "random"}  # --clip_pretrained none: random weights (benchmarks, smoke tests)
+
+
+def _check_tag_weights(model: str, name: str, tag: str) -> None:
+    """Raise ScorerLoadError (one line: the flags, why, how to get a local folder) when the weights of an
+    open_clip tag are neither cached nor downloadable now."""
+    missing = open_clip_tag_missing(name, tag)
+    if missing:
+        raise ScorerLoadError(
+            f"--clip_model {model} --clip_pretrained {tag}: open_clip weights {name}/{tag}: {missing}; "
+            f"{HOW} (`hf download {open_clip_hub_repo(name, tag)} --local-dir DIR`, then --clip_model DIR)"
+        )
 
 
 def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, str]:
@@ -55,13 +66,7 @@ def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, 
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         raise ScorerLoadError(f"--clip_pretrained {pretrained!r} is not a pretrained tag of {name}; tags: {tags}")
-    missing = open_clip_tag_missing(name, pretrained)  # before open_clip's own download: no retry storm
-    if missing:
-        repo = open_clip_hub_repo(name, pretrained)
-        raise ScorerLoadError(
-            f"--clip_model {model} --clip_pretrained {pretrained}: open_clip weights {name}/{pretrained}: {missing}; "
-            f"{HOW} (`hf download {repo} --local-dir DIR`, then --clip_model DIR)"
-        )
+    _check_tag_weights(model, name, pretrained)  # before open_clip's own download: no retry storm
     return name, pretrained, f"tag {pretrained}"
 
 
@@ -93,10 +98,12 @@ class OpenClipScorer(TorchScorerMixin):
         cls, model_id: str, pretrained: str | None = None, device: str = "cpu", dtype: str | None = None
     ):
         """Return the scorer for `model_id` (+ `pretrained` tag or weights file) on `device` in `dtype`."""
-        import open_clip
-
         if pretrained is None and model_id in {"ViT-B-32"}:
             pretrained = "openai"  # DisCL's CLIP ViT-B/32
+        if (model_id, pretrained) in OPEN_CLIP_HUB:  # DisCL's defaults answer before open_clip is imported
+            _check_tag_weights(model_id, model_id, pretrained)
+        import open_clip
+
         name, pre, weights = resolve_model(model_id, pretrained)
         torch_dtype = resolve_dtype(dtype, device)
         # OpenAI's weights were trained with QuickGELU; the plain `ViT-B-32` config must be told so
