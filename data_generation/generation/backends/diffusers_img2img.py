@@ -54,8 +54,9 @@ def _hub_offline() -> bool:
 def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
     """Return a diffusers img2img pipeline from a local folder, the local cache or the hub.
 
-    Fails within seconds with a ModelLoadError that says how to use a local folder when the weights cannot
-    be reached (offline, wrong id).
+    A hub id that is not in the local cache fails before diffusers is imported, with a one-line
+    ModelLoadError that names --model_id and the local-folder route (about 3 CPU-seconds (gene_img.py) to 6
+    (mine_hard.py) (benchmarks/results/startup.md)).
     """
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`, or "
