@@ -19,8 +19,8 @@ TIMES = {
     # the whole suite, `python -m pytest -q`, as measured for issue 17 (before its tests were added)
     "tests": "about 900 CPU-seconds for 234 tests on 2 CPU cores, measured 2026-12-01",
     # benchmarks/bench_startup.py: the slowest --help, and the offline default-model errors (results/startup.md)
-    "help": "at most 0.7 CPU-seconds per CLI (benchmarks/results/startup.md)",
-    "offline_error": "about 3 CPU-seconds (gene_img.py) to 6 (mine_hard.py) (benchmarks/results/startup.md)",
+    "help": "at most 0.5 CPU-seconds per CLI (benchmarks/results/startup.md)",
+    "offline_error": "about 2.5 CPU-seconds for gene_img.py and mine_hard.py (benchmarks/results/startup.md)",
 }
 
 QUOTED_IN = {
