@@ -28,8 +28,9 @@ Phase 2
      curriculum and the adaptive one, both with prototype-weighted real sampling.
 Report
   8. `{out}/report/report.md` with PNGs: the data, the generator's samples, the spectrum grid, kept/total
-     per strength, the schedules followed and the accuracy table (mean ± std over seeds), with a plain
-     statement of what the numbers show.
+     per strength, the schedules followed (each decision with the level the run went on with), the accuracy
+     table (mean ± std over seeds), the paired differences with their 95% t-intervals over seeds, and a plain
+     statement of what they show - a gain or a loss only where the interval excludes 0; none from `--quick`.
 
 Every step's outputs stay in `{out}`; a rerun skips the steps whose outputs exist (`--fresh` starts over).
 """
