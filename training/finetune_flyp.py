@@ -1,7 +1,7 @@
 """finetune_flyp.py: FLYP fine-tuning of CLIP (open_clip) on iWildCam with DisCL's guidance curriculum.
 
     python training/finetune_flyp.py --data_table iwildcam.parquet --data_root data/iwildcam_v2.0 \
-        --syn_manifest runs/syn/scores.parquet --curriculum --progress_guid --run_dir runs/flyp
+        --syn_manifest runs/syn/clip_scores.parquet --curriculum --progress_guid --run_dir runs/flyp
 
 Reference settings: ViT-B-16 (openai), lr 1e-5, wd 0.2, batch 256, 20 epochs, curriculum for 15, levels >= 50.
 Metrics (accuracy, macro-F1 via WILDS) on id_val, id_test (ID) and val, test (OOD) per epoch in metrics.csv;
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
 
@@ -21,8 +19,6 @@ if __package__ in (None, ""):
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
-from training.trainers.flyp import FLYPTask, load_open_clip  # noqa: E402
-from training.trainers.runs import build_run_data  # noqa: E402
 
 DEFAULTS = {
     "eval_splits": ["id_val", "id_test", "val", "test"],
@@ -45,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--class_names", default=None, help="label -> prompt name CSV (default: the table's label names)")
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
     args = p.parse_args(argv)
+    import torch  # torch and open_clip: after the arguments, so --help answers at once
+
+    from training.trainers.flyp import FLYPTask, load_open_clip
+    from training.trainers.runs import build_run_data
+
     try:
         check_run_flags(args)
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)

@@ -1,7 +1,7 @@
 """train_lt.py: long-tail classifier training (ImageNet-LT) with DisCL's synthetic curriculum on the tail.
 
     python training/train_lt.py --data_table imagenet_lt.parquet --data_root data/ImageNet \
-        --syn_manifest runs/syn/scores.parquet --curriculum --loss balanced_softmax --run_dir runs/lt
+        --syn_manifest runs/syn/clip_scores.parquet --curriculum --loss balanced_softmax --run_dir runs/lt
 
 Reference recipe (the defaults): Adam lr 1e-3, batch 128, cosine decay, 65 epochs with the curriculum over the
 first 60; hard = the few-shot classes (< 20 training images); each epoch a fresh 30% of the non-tail real
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
 
     _bootstrap.ensure_importable()
 
-from training.trainers.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
+# the parser needs only names; torch and timm are imported by main() once the arguments are parsed
+from training.cli_names import AUGMENTATION_NAMES, LOSS_NAMES  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
-from training.trainers.losses import LOSSES  # noqa: E402
-from training.trainers.runs import build_run_data  # noqa: E402
 
 DEFAULTS = {
     "eval_splits": ["val", "test"],
@@ -55,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "--weights", default=None, help="safetensors/state-dict file to start from (e.g. an ImageNet-LT ResNet-10)"
     )
     m.add_argument("--img_size", type=int, default=None, help="input size (default: the architecture's)")
-    m.add_argument("--loss", default="ce", choices=LOSSES.names())
+    m.add_argument("--loss", default="ce", choices=LOSS_NAMES)
     m.add_argument(
         "--tail_max_count", type=int, default=19, help="classes with at most this many training images are the tail"
     )
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument(
         "--augment",
         default="timm",
-        choices=AUGMENTATIONS,
+        choices=AUGMENTATION_NAMES,
         help="training augmentation: timm (the architecture's ImageNet transform), shift (small "
         "translations only: digits, text), none",
     )
@@ -82,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         "--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)"
     )
     args = p.parse_args(argv)
+    import torch
+
+    from training.trainers.classifier import ClassifierTask, build_classifier, lt_epoch_composer
+    from training.trainers.runs import build_run_data
+
     if args.select_metric is None:
         args.select_metric = f"{args.metric_prefix}/val/overall_acc"
     try:
