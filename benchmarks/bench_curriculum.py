@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import progress, records, set_threads
 from curriculum import CurriculumLearning, CurriculumSampler
 
 
@@ -72,6 +73,7 @@ def seed_library_call(
     return torch.softmax(-d / tau, dim=0), it
 
 
+@records("bench_curriculum")
 def main(argv=None) -> None:
     """Run the benchmark and print its Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,11 +89,12 @@ def main(argv=None) -> None:
         "--threads", type=int, default=2, help="torch CPU threads (1 is the most robust on a shared machine)"
     )
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     load_start = os.getloadavg()[0]
     rows = []
 
     t = time.perf_counter()
+    progress(f"making {args.n:,} x {args.dim} features")
     feats = make_features(args.n, args.dim)
     rows.append(
         (
@@ -110,6 +113,7 @@ def main(argv=None) -> None:
         initial_effective_percentage=0.3,
     )
     t = time.perf_counter()
+    progress("fitting prototypes (k-select, k-means, assign)")
     cl.fit_features(feats)
     fit_s = time.perf_counter() - t
     rows.append(
@@ -128,6 +132,7 @@ def main(argv=None) -> None:
     build_s = time.perf_counter() - t
     rows.append(("warm-up temperature table (once per fit)", f"{build_s:.2f} s", f"{table.n_evaluations} Neff passes"))
 
+    progress("timing the warm-up weights (ours and the seed library's search)")
     its = np.linspace(0, args.warmup - 1, args.calls).astype(int)
     cl.get_curriculum_weights("prototypes_first", 1)  # warm up
     t = time.perf_counter()

@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.machine import check_device, progress, records, set_threads  # noqa: E402
 from curriculum.images import load_rgb, resize_to, save_image_atomic, to_pil  # noqa: E402
 from data_generation.generation.backends import load_generator  # noqa: E402
 from data_generation.generation.generate import GenerationConfig, run_generation  # noqa: E402
@@ -102,6 +103,7 @@ def run_direct_batched(gen, table: Path, strengths, seeds, steps, size, batch_si
     return n
 
 
+@records("bench_generation")
 def main(argv: list[str] | None = None) -> int:
     """Run the three methods and print the table; return 0."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,13 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"])
     p.add_argument("--skip_naive", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the results (and the setup) to this JSON file")
     args = p.parse_args(argv)
+    check_device("bench_generation", args.device)
+    set_threads(args.threads or torch.get_num_threads())
     dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
 
     work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     try:
         t_build = time.perf_counter()
+        progress(f"building/loading the pipeline on {args.device}")
         if args.build_refiner_arch:
             gen = load_refiner_generator(
                 work / "refiner", small=args.build_refiner_arch == "small", device=args.device, dtype=dtype
@@ -149,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         work_items = args.images * len(args.strengths) * len(args.seeds)
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         # warm-up (kernels, allocator) on a small batch
+        progress("warm-up")
         run_direct_batched(gen, table, args.strengths[:1], args.seeds[:2], args.steps, size, args.batch_size)
 
         results = []
 
         def timed(name, fn):
+            progress(f"timing {name}: {work_items} images ...")
             sync()
             t0 = time.perf_counter()
             n = fn()
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             dt = time.perf_counter() - t0
             assert n == work_items, (name, n, work_items)
             results.append((name, dt, n / dt))
+            progress(f"  {name}: {dt:.1f} s, {n / dt:.2f} images/s")
 
         if not args.skip_naive:
             timed(

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.machine import check_device, progress, records, set_threads  # noqa: E402
 from curriculum import PretrainedModelExtractor, fit_prototypes  # noqa: E402
 from data_generation.mining.difficulty import SampleImages, classifier_scores, zero_shot_probs  # noqa: E402
 from data_generation.mining.rules import HardRule, join_scores, select_hard, write_mining_outputs  # noqa: E402
@@ -117,6 +118,7 @@ def bench_end_to_end(n: int, out: Path) -> dict[str, float]:
     return times
 
 
+@records("bench_mining")
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print the table; return 0."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--n", type=int, default=100_000, help="samples for the end-to-end run")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args(argv)
+    check_device("bench_mining", args.device)
+    set_threads(args.threads or torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
+        progress(f"writing {args.images} images")
         table = make_images(Path(tmp), args.images)
+        progress("DINO ViT-S/16 features ...")
         dino = bench_dino(table, args.device, args.batch_size)
+        progress(f"  {dino:.1f} samples/s; CLIP ViT-B-32 zero-shot ...")
         clip = bench_clip(table, args.device, args.batch_size)
+        progress(f"  {clip:.1f} samples/s; end-to-end mining at {args.n:,} samples ...")
         e2e = bench_end_to_end(args.n, Path(tmp))
     print(
         f"\ndevice {args.device}, torch threads {torch.get_num_threads()}, {args.images} images of 256x256 per scorer\n"

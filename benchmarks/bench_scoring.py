@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from benchmarks.machine import check_device, progress, records, set_threads
 from curriculum.contracts import (
     CLIP_IMG_SIM,
     CLIP_TXT_SIM,
@@ -125,6 +126,7 @@ def load_bench_scorer(backend: str, device: str):
     return HFClipScorer.from_pretrained(str(tmp), device=device)
 
 
+@records("bench_scoring")
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; return 0."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both methods (default: torch's)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_device("bench_scoring", args.device)
+    set_threads(args.threads or torch.get_num_threads())
 
     with tempfile.TemporaryDirectory(prefix="bench-scoring-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         lines = []
         for backend in args.backends:
+            progress(f"{backend}: loading the scorer, then the reference loop and ours (cold, warm cache) ...")
             scorer = load_bench_scorer(backend, args.device)
             scorer.embed_images([load_rgb(PHOTO)]), scorer.embed_texts(["warm-up"])  # first-call overheads
             t0 = time.perf_counter()

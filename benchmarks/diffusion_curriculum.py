@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
+from benchmarks.machine import progress, records, set_threads  # noqa: E402
 from curriculum.tables import markdown_table, write_csv  # noqa: E402
 from training.diffusion.data import load_pixel_dataset, write_digits  # noqa: E402
 from training.diffusion.eval import fit_judge, grey_features, sample_classes  # noqa: E402
@@ -38,6 +38,7 @@ VARIANTS = {
 }
 
 
+@records("diffusion_curriculum")
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch CPU threads (1 is the most robust on a shared machine)"
     )
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     epochs = tuple(args.stage_epochs) if args.stage_epochs else (5, 10, 15, 20, 30) if args.full else (1, 1, 2, 2, 4)
     per_class = args.per_class or (100 if args.full else 30)
 
+    progress("writing the digits and fitting the judge")
     table = write_digits(out / "digits", size=16, seed=args.seed)
     train = load_pixel_dataset(table, 16, split="train")
     held = load_pixel_dataset(table, 16, split="test")

@@ -1,55 +1,62 @@
 """Model-agnostic curriculum maths: prototype difficulty, sampling distributions, pacing and samplers.
 
 Imports neither `data_generation` nor `training`; see curriculum/README.md.
+
+The names below load their submodule on first use (PEP 562), so `import curriculum.registry` or
+`curriculum.tables` from a CLI does not import torch before the CLI has parsed its arguments.
 """
 
-from .features import DINO_MODELS, PretrainedModelExtractor, create_dino_model
-from .learning import CurriculumLearning, create_curriculum_learning, create_curriculum_learning_with_dino
-from .pacing import PACING, PatiencePacing, pacing_fraction, progress
-from .prototypes import KMEANS, SCALINGS, Prototypes, assign, fit_prototypes, scale_distances
-from .samplers import CurriculumSampler
-from .schedules import HardPacingSchedule, SoftPacingSchedule, StaticSchedule, hard_subset
-from .state import CurriculumState, load_curriculum_state, save_curriculum_state
-from .weighting import (
-    MODES,
-    TemperatureTable,
-    effective_size,
-    max_effective_size,
-    sampling_probabilities,
-    temperature_for,
-    warmup_target,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DINO_MODELS",
-    "KMEANS",
-    "MODES",
-    "PACING",
-    "SCALINGS",
-    "CurriculumLearning",
-    "CurriculumSampler",
-    "CurriculumState",
-    "HardPacingSchedule",
-    "PatiencePacing",
-    "PretrainedModelExtractor",
-    "Prototypes",
-    "SoftPacingSchedule",
-    "StaticSchedule",
-    "TemperatureTable",
-    "assign",
-    "create_curriculum_learning",
-    "create_curriculum_learning_with_dino",
-    "create_dino_model",
-    "effective_size",
-    "fit_prototypes",
-    "hard_subset",
-    "load_curriculum_state",
-    "max_effective_size",
-    "pacing_fraction",
-    "progress",
-    "sampling_probabilities",
-    "save_curriculum_state",
-    "scale_distances",
-    "temperature_for",
-    "warmup_target",
-]
+import importlib
+
+# public name -> the submodule that defines it
+_LAZY = {
+    "DINO_MODELS": "features",
+    "PretrainedModelExtractor": "features",
+    "create_dino_model": "features",
+    "CurriculumLearning": "learning",
+    "create_curriculum_learning": "learning",
+    "create_curriculum_learning_with_dino": "learning",
+    "PACING": "pacing",
+    "PatiencePacing": "pacing",
+    "pacing_fraction": "pacing",
+    "progress": "pacing",
+    "KMEANS": "prototypes",
+    "SCALINGS": "prototypes",
+    "Prototypes": "prototypes",
+    "assign": "prototypes",
+    "fit_prototypes": "prototypes",
+    "scale_distances": "prototypes",
+    "CurriculumSampler": "samplers",
+    "HardPacingSchedule": "schedules",
+    "SoftPacingSchedule": "schedules",
+    "StaticSchedule": "schedules",
+    "hard_subset": "schedules",
+    "CurriculumState": "state",
+    "load_curriculum_state": "state",
+    "save_curriculum_state": "state",
+    "MODES": "weighting",
+    "TemperatureTable": "weighting",
+    "effective_size": "weighting",
+    "max_effective_size": "weighting",
+    "sampling_probabilities": "weighting",
+    "temperature_for": "weighting",
+    "warmup_target": "weighting",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    """Return the public name `name`, importing its submodule on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'curriculum' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

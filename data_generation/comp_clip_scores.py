@@ -20,12 +20,10 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from curriculum.config import dataclass_from_args
-from curriculum.tables import TableError
-from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
-from data_generation.scoring.index import SpectrumError
-from data_generation.scoring.report import format_summary
-from data_generation.scoring.score import DEFAULT_THRESHOLD, ScoringConfig, score_spectrum, summarize
+# the parser needs only names; torch and the CLIP libraries are imported by main() once the arguments are parsed
+from curriculum.config import dataclass_from_args  # noqa: E402
+from data_generation.cli_names import DEFAULT_CLIP_MODELS as DEFAULT_MODELS  # noqa: E402
+from data_generation.cli_names import DEFAULT_THRESHOLD, SCORER_NAMES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--img_threshold", type=float, default=None, help="also require clip_img_sim >= this (default: off)")
     m = p.add_argument_group("model")
-    m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
+    m.add_argument("--clip_backend", default="transformers", choices=SCORER_NAMES, help="default transformers")
     m.add_argument(
         "--clip_model",
         help=f"hub id / open_clip name / local folder (default {DEFAULT_MODELS['transformers']} for transformers, "
@@ -89,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
     args = build_parser().parse_args(argv)
+    from curriculum.tables import TableError
+    from data_generation.scoring.backends import ScorerLoadError
+    from data_generation.scoring.index import SpectrumError
+    from data_generation.scoring.report import format_summary
+    from data_generation.scoring.score import ScoringConfig, score_spectrum, summarize
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
     try:

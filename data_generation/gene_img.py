@@ -18,10 +18,9 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+# the parser needs only names; torch and diffusers are imported by main() once the arguments are parsed
 from curriculum.config import add_list_flag  # noqa: E402
-from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
-from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
-from data_generation.generation.merge import merge_manifests  # noqa: E402
+from data_generation.cli_names import DEFAULT_MODEL_ID, GENERATOR_NAMES  # noqa: E402
 from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
 
 
@@ -45,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--generator",
         default=None,
-        choices=GENERATORS.names(),
+        choices=GENERATOR_NAMES,
         help="backend (default: from the folder's model_index.json)",
     )
     m.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
@@ -81,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run gene_img with `argv`; return the exit code."""
     args = build_parser().parse_args(argv)
+    from data_generation.generation.backends import ModelLoadError
+    from data_generation.generation.generate import GenerationConfig, run_generation
+    from data_generation.generation.merge import merge_manifests
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = GenerationConfig(
         data_csv=args.data_csv,

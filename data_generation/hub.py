@@ -3,6 +3,9 @@
 `load_pretrained` tries, in order: a local folder; the local cache (`local_files_only=True`: no network, no
 waiting); the hub, after a ~10 s reachability check, so an unreachable hub fails in seconds with a message that
 says how to use a local folder instead of after minutes of retries. `HF_HUB_OFFLINE` stops after the cache.
+Given a `cached_file` of the repo, a hub id that is not in the cache is answered from the cache layout alone,
+before the model library (diffusers, transformers) is imported. The cache and hub checks themselves live in
+`curriculum.offline` (no torch, so Phase 2 and the fast `--help` path use the same ones).
 `resolve_dtype` maps `--dtype` to a torch dtype.
 """
 
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+
+from curriculum.offline import HOW, hub_file_cached, hub_offline, hub_unreachable, quiet_hub
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +40,28 @@ def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def hub_offline() -> bool:
-    """Return True when HF_HUB_OFFLINE is set (a hub lookup then fails at once instead of retrying)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def check_hub_reachable(repo_id: str, how: str, error: type[Exception] = RuntimeError) -> None:
-    """Raise `error` within ~10 s if the model hub cannot be asked about `repo_id`; `how` says what to do instead."""
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(repo_id, timeout=10)
-    except Exception as err:
-        raise error(
-            f"cannot load {repo_id!r}: the model hub did not answer ({type(err).__name__}: {err}). {how}"
-        ) from err
+def _missing(flag: str, model_id: str, why: str) -> str:
+    """Return the one-line answer for a hub id that cannot be had now: the flag, why, and the local-folder route."""
+    return f"{flag} {model_id}: {why}; {HOW} (`hf download {model_id} --local-dir DIR`, then {flag} DIR)"
 
 
 def load_pretrained(
-    model_id: str, load: Callable[..., T], *, kind: str, flag: str, how: str, error: type[Exception] = RuntimeError
+    model_id: str,
+    load: Callable[..., T],
+    *,
+    kind: str,
+    flag: str,
+    how: str,
+    error: type[Exception] = RuntimeError,
+    cached_file: str | None = None,
 ) -> T:
     """Return `load(**kw)` for `model_id` from a local folder, the local cache or the hub (see the module docstring).
 
-    `load` calls the library's `from_pretrained(model_id, **kw)`; it is called with no keyword for a folder,
-    with `local_files_only=True` for the cache. `kind` names what is loaded ("a diffusers img2img pipeline"),
-    `flag` the option that gave `model_id`, `how` how to get a local copy; failures raise `error` with them.
+    `load` calls the library's `from_pretrained(model_id, **kw)` (importing the library inside, so a missing
+    model answers before the import); it is called with no keyword for a folder, with `local_files_only=True`
+    for the cache. `kind` names what is loaded ("a diffusers img2img pipeline"), `flag` the option that gave
+    `model_id`, `how` how to get a local copy, `cached_file` a file every copy of the repo has
+    ("model_index.json"); failures raise `error` with them, in one line.
     """
     path = Path(model_id)
     if path.is_dir():
@@ -71,17 +71,27 @@ def load_pretrained(
             raise error(f"cannot load {kind} from folder {model_id}: {err}") from err
     if path.exists() or model_id.startswith((".", "/", "~")):
         raise error(f"{flag} {model_id!r} is not a folder of {kind} (no such directory)")
+    asked = False
+    if cached_file is not None and not hub_file_cached(model_id, cached_file):
+        missing = hub_unreachable(model_id)  # before the library is imported and retries its downloads
+        if missing:
+            raise error(_missing(flag, model_id, missing))
+        asked = True
     try:  # the local Hugging Face cache first: no network, no waiting
-        return load(local_files_only=True)
+        with quiet_hub():
+            return load(local_files_only=True)
     except Exception as err:
         cache_err = err
     if hub_offline():
-        raise error(
-            f"cannot load {model_id!r}: it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
-            f"({type(cache_err).__name__}). {how}"
-        )
-    check_hub_reachable(model_id, how, error)
+        why = f"it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set ({type(cache_err).__name__})"
+        raise error(_missing(flag, model_id, why))
+    if not asked:
+        missing = hub_unreachable(model_id)
+        if missing:
+            raise error(_missing(flag, model_id, missing))
     try:
-        return load()
+        with quiet_hub():
+            return load()
     except Exception as err:
-        raise error(f"cannot load {model_id!r} from the hub: {err}. {how}") from err
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise error(f"cannot load {model_id!r} from the hub: {text}. {how}") from err

@@ -13,8 +13,9 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+# the parser needs only names; the loaders (data_generation.mining imports torch) are imported after parsing
 from curriculum.tables import write_csv, write_parquet  # noqa: E402
-from data_generation.mining.datasets import DATASETS, load_dataset  # noqa: E402
+from data_generation.cli_names import DATASET_NAMES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="make_table.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--dataset", required=True, choices=DATASETS.names())
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     p.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     p.add_argument("--data_root", default=None)
     p.add_argument("--train_list", default=None)
+    p.add_argument(
+        "--download", action="store_true", help="iwildcam: let WILDS download iWildCam v2.0 into --data (about 11 GB)"
+    )
     p.add_argument("--out", required=True, help=".parquet or .csv")
     args = p.parse_args(argv)
+    from data_generation.mining.datasets import load_dataset
+
     try:
-        df = load_dataset(args.dataset, args.data, args.data_root, train_list=args.train_list)
+        df = load_dataset(args.dataset, args.data, args.data_root, train_list=args.train_list, download=args.download)
     except (ValueError, OSError) as err:
         print(f"make_table: error: {err}", file=sys.stderr)
         return 2

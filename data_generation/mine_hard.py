@@ -31,9 +31,8 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from data_generation.mining.datasets import DATASETS  # noqa: E402
-from data_generation.mining.difficulty import DIFFICULTY_SCORERS  # noqa: E402
-from data_generation.mining.mine import run_mining  # noqa: E402
+# the parser needs only names; the scorers (torch, timm, open_clip) are imported by main() after parsing
+from data_generation.cli_names import DATASET_NAMES, DIFFICULTY_SCORER_NAMES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mine_hard.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=DATASETS.names())
+    d.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     d.add_argument("--data", required=True, help="table file / image folder / WILDS root / ImageNet-LT list file")
     d.add_argument("--data_root", default=None, help="root of relative paths (table, imagenet_lt)")
     d.add_argument("--train_list", default=None, help="ImageNet-LT: the training list that defines class counts")
+    d.add_argument(
+        "--download", action="store_true", help="iwildcam: let WILDS download iWildCam v2.0 into --data (about 11 GB)"
+    )
     d.add_argument("--split", default="train", help="which split to mine (default train; '' for all rows)")
     d.add_argument("--class_names", default=None, help="label -> name CSV for prompts (default: the table's names)")
     s = p.add_argument_group("scorers")
-    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=DIFFICULTY_SCORERS.names())
+    s.add_argument("--scorers", nargs="+", default=["zero_shot_clip"], choices=DIFFICULTY_SCORER_NAMES)
     s.add_argument(
         "--templates", default=None, help="prompt template set (default: iwildcam for iWildCam, imagenet otherwise)"
     )
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run mining (`data_generation.mining.mine.run_mining`); return the exit code (2: input that cannot be used)."""
     args = build_parser().parse_args(argv)
+    from data_generation.mining.mine import run_mining
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         run = run_mining(args)

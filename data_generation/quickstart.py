@@ -5,7 +5,8 @@
 Builds a tiny random-weight SDXL-refiner-form pipeline (real diffusers classes, real CLIP tokenizer), saves
 it with `save_pretrained`, then runs gene_img exactly as a user would with a real model folder: the reference
 iWildCam hard-sample CSV (a real camera-trap photo of a cheetah), 10 strengths x 8 seeds, prompts from the
-iWildCam common-name map, shard manifest merged. Offline, about a minute on 2 idle CPU cores. The images are
+iWildCam common-name map, shard manifest merged. Offline: 42 CPU-seconds (135 s wall at a load average of about 15
+on 2 CPU cores), measured 2026-12-02. The images are
 noise-like: the weights are random. The point is the whole pipeline, files and formats.
 """
 
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 from data_generation import gene_img
-from data_generation.model_builders.tiny import save_tiny_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--max_side", type=int, default=128)
     args = p.parse_args(argv)
+    from data_generation.model_builders.tiny import save_tiny_pipeline  # torch: after the arguments
+
     t0 = time.perf_counter()
     out = Path(args.out)
     model = out / "tiny-sdxl-refiner"

@@ -19,8 +19,6 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from data_generation.scoring.backends.probe import train_probe  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> int:
     """Train a probe from a sample table and save it; return the exit code."""
@@ -39,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
+    from data_generation.scoring.backends.probe import train_probe  # torch and timm: after the arguments
+
     try:
         s = train_probe(
             a.data,

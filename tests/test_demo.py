@@ -66,6 +66,17 @@ def test_quick_demo_runs_both_phases_and_writes_the_report(tmp_path):
     fixed = pd.read_csv(out / "phase2" / "discl_fixed-seed0" / "schedule.csv")
     assert fixed["level"].tolist()[: cfg.curriculum_epoch] == sorted(fixed["level"].tolist()[: cfg.curriculum_epoch])
     assert set(fixed["level"].tolist()[cfg.curriculum_epoch :]) == {100}
-    assert "What the numbers show" in text and "vs baseline" in text
+    # --quick is a smoke preset: it says so and draws no verdict (issue 17); the paired CIs are still shown
+    assert "This is a smoke run" in text and "vs baseline" in text and "95% CI" in text
+    assert "What the numbers show" not in text and " - a gain." not in text and " - a loss." not in text
+    # the schedule lines are the schedules the runs followed (the random ablation's drawn level included)
+    for variant in ("discl_adaptive", "discl_random"):
+        sched = pd.read_csv(out / "phase2" / f"{variant}-seed0" / "schedule.csv")
+        levels = " ".join(str(int(v)) for v in sched["level"])
+        assert f"- **{variant}** (seed 0), level per epoch: {levels}" in text
+        shown = [line for line in text.splitlines() if line.startswith("  - after epoch")]
+        drawn = sched["next_level"].dropna().astype(int).tolist()[:6]
+        mine = [line for line in shown if ("drawn at random" in line) == (variant == "discl_random")]
+        assert [int(line.split("-> next ")[1].split()[0]) for line in mine] == drawn
     # a rerun finds every step done and only rewrites the report
     assert demo.main(["--quick", "--out", str(out)]) == 0

@@ -1,7 +1,7 @@
 """finetune_flyp.py: FLYP fine-tuning of CLIP (open_clip) on iWildCam with DisCL's guidance curriculum.
 
     python training/finetune_flyp.py --data_table iwildcam.parquet --data_root data/iwildcam_v2.0 \
-        --syn_manifest runs/syn/scores.parquet --curriculum --progress_guid --run_dir runs/flyp
+        --syn_manifest runs/syn/clip_scores.parquet --curriculum --progress_guid --run_dir runs/flyp
 
 Reference settings (the defaults; training/README.md "Fidelity to the reference" lists each): ViT-B-16 with
 the openai weights and QuickGELU, lr 1e-5, wd 0.2, batch 256, warm-up 500 then a cosine over
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
 
     _bootstrap.ensure_importable()
 
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
+from training.cli_names import ACTIVATION_NAMES  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
-from training.trainers.flyp import ACTIVATIONS, FLYPTask, clip_activation, load_open_clip  # noqa: E402
-from training.trainers.runs import build_run_data, uniform_real_set  # noqa: E402
 
 DEFAULTS = {
     "eval_splits": ["id_val", "id_test", "val", "test"],
@@ -59,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--activation",
         default="auto",
-        choices=ACTIVATIONS,
+        choices=ACTIVATION_NAMES,
         help="the towers' activation: auto (the one the weights were trained with: QuickGELU for openai, see "
         "training/README.md), quickgelu, gelu",
     )
@@ -80,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run FLYP fine-tuning; return the exit code."""
     p = build_parser()
     args = p.parse_args(argv)
+    import torch  # torch and open_clip: after the arguments, so --help answers at once
+
+    from training.trainers.flyp import FLYPTask, clip_activation, load_open_clip
+    from training.trainers.runs import build_run_data, uniform_real_set
+
     try:
         check_run_flags(args)
         quick_gelu, rule = clip_activation(args.model, args.pretrained, args.activation)

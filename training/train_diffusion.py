@@ -22,13 +22,15 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+# the parser needs only names and defaults; torch and diffusers are imported once the arguments are parsed
 from curriculum.config import add_list_flag, dataclass_from_args  # noqa: E402
-from curriculum.sparsity import REGROWTH_MODES, SPARSITY_VARIANTS  # noqa: E402
-from curriculum.timestep import DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS  # noqa: E402
-from training.diffusion.data import write_digits  # noqa: E402
-from training.diffusion.trainer import LOSS_WEIGHTINGS, DiffusionTrainConfig, train_diffusion  # noqa: E402
-
-D = DiffusionTrainConfig
+from training.cli_names import DIFFUSION_DEFAULTS as D  # noqa: E402
+from training.cli_names import (  # noqa: E402
+    LOSS_WEIGHTING_NAMES,
+    REGROWTH_NAMES,
+    SPARSITY_NAMES,
+    TIMESTEP_SAMPLER_NAMES,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,28 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c = p.add_argument_group("curriculum")
     c.add_argument(
-        "--t_sampler", default=D.t_sampler, choices=TIMESTEP_SAMPLERS.names(), help="timestep sampler (default stages)"
+        "--t_sampler", default=D.t_sampler, choices=TIMESTEP_SAMPLER_NAMES, help="timestep sampler (default stages)"
     )
-    add_list_flag(c, "--stage_starts", float, DEFAULT_STAGE_STARTS, "t_min of each stage (fraction of T)")
-    add_list_flag(c, "--stage_epochs", int, DEFAULT_STAGE_EPOCHS, "epochs of each stage")
+    add_list_flag(c, "--stage_starts", float, D.stage_starts, "t_min of each stage (fraction of T)")
+    add_list_flag(c, "--stage_epochs", int, D.stage_epochs, "epochs of each stage")
     c.add_argument(
         "--soft_kappa", type=float, default=D.soft_kappa, help="soft sampler: initial log-odds of t=T-1 over t=0"
     )
-    c.add_argument("--loss_weighting", default=D.loss_weighting, choices=LOSS_WEIGHTINGS)
+    c.add_argument("--loss_weighting", default=D.loss_weighting, choices=LOSS_WEIGHTING_NAMES)
     c.add_argument("--snr_gamma", type=float, default=D.snr_gamma, help="γ of Min-SNR-γ (default 5)")
     s = p.add_argument_group("channel sparsity")
-    s.add_argument(
-        "--sparsity", default=D.sparsity, choices=SPARSITY_VARIANTS.names(), help="none = C, cs = masks, cr = group-L1"
-    )
+    s.add_argument("--sparsity", default=D.sparsity, choices=SPARSITY_NAMES, help="none = C, cs = masks, cr = group-L1")
     s.add_argument(
         "--sparsity_start",
         type=float,
         default=D.sparsity_start,
         help="CS: masked fraction in stage 0 (-> 0 at the last)",
     )
-    s.add_argument(
-        "--regrowth", default=D.regrowth, choices=REGROWTH_MODES.names(), help="CS: which channels grow back"
-    )
+    s.add_argument("--regrowth", default=D.regrowth, choices=REGROWTH_NAMES, help="CS: which channels grow back")
     s.add_argument("--cr_lambda_max", type=float, default=D.cr_lambda_max, help="CR: λ at the start (cosine to 0)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch_size", type=int, default=D.batch_size)
@@ -104,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:
+def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:  # noqa: F821
     """Return the training config built from parsed flags."""
+    from training.diffusion.trainer import DiffusionTrainConfig
+
     return dataclass_from_args(
         DiffusionTrainConfig,
         args,
@@ -124,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.write_digits:
+        from training.diffusion.data import write_digits
+
         path = write_digits(args.write_digits, size=args.image_size, seed=args.seed)
         print(f"digits written: {path}")
         return 0
     if not args.data or not args.output_dir:
         parser.error("--data and --output_dir are required (or --write_digits DIR)")
+    from training.diffusion.trainer import train_diffusion
+
     try:
         result = train_diffusion(config_from_args(args))
     except (ValueError, OSError) as err:

@@ -1,7 +1,7 @@
 """train_lt.py: long-tail classifier training (ImageNet-LT) with DisCL's synthetic curriculum on the tail.
 
     python training/train_lt.py --data_table imagenet_lt.parquet --data_root data/ImageNet \
-        --syn_manifest runs/syn/scores.parquet --curriculum --loss balanced_softmax --run_dir runs/lt
+        --syn_manifest runs/syn/clip_scores.parquet --curriculum --loss balanced_softmax --run_dir runs/lt
 
 Reference recipe (the defaults; training/README.md "Fidelity to the reference" lists each): a torchvision-style
 ResNet-10 (--arch resnet10; --weights: the LDMLR/OLTR stage-1 checkpoint) at 224 px (eval: Resize 256 +
@@ -22,24 +22,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
 
     _bootstrap.ensure_importable()
 
-from training.trainers.classifier import (  # noqa: E402
-    AUGMENTATIONS,
-    ClassifierTask,
-    build_classifier,
-    lt_epoch_composer,
-    lt_uniform_set,
-)
+# the parser needs only names; torch and timm are imported by main() once the arguments are parsed
+from training.cli_names import AUGMENTATION_NAMES, LOSS_NAMES  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
-from training.trainers.losses import LOSSES  # noqa: E402
-from training.trainers.resnet import TORCHVISION_ARCHS, build_resnet10  # noqa: E402
-from training.trainers.runs import build_run_data  # noqa: E402
 
 DEFAULTS = {
     "eval_splits": ["val", "test"],
@@ -82,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--img_size", type=int, default=None, help="input size (default: 224 for resnet10, else the architecture's)"
     )
-    m.add_argument("--loss", default="ce", choices=LOSSES.names())
+    m.add_argument("--loss", default="ce", choices=LOSS_NAMES)
     m.add_argument(
         "--tail_max_count", type=int, default=19, help="classes with at most this many training images are the tail"
     )
@@ -98,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--augment",
         default="reference",
-        choices=("reference", *AUGMENTATIONS),
+        choices=("reference", *AUGMENTATION_NAMES),
         help="training augmentation: reference (resnet10: RandomResizedCrop, flip, ColorJitter 0.4; for a timm "
         "architecture its ImageNet transform), timm, shift (small translations only: digits, text), none",
     )
@@ -115,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run long-tail training; return the exit code."""
     p = build_parser()
     args = p.parse_args(argv)
+    import torch
+
+    from training.trainers.classifier import ClassifierTask, build_classifier, lt_epoch_composer, lt_uniform_set
+    from training.trainers.resnet import TORCHVISION_ARCHS, build_resnet10
+    from training.trainers.runs import build_run_data
+
     if args.select_metric is None:
         args.select_metric = f"{args.metric_prefix}/val/overall_acc"
     try:

@@ -8,8 +8,10 @@ processes, machines and shard layouts.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def stable_seed(sample_id: str, seed: int) -> int:
@@ -23,4 +25,6 @@ def make_generator(sample_id: str, seed: int) -> torch.Generator:
 
     CPU generators give the same noise on every machine; diffusers moves the noise to the pipeline device.
     """
+    import torch  # here, not at the top: plan.py (and so --help) needs only stable_seed
+
     return torch.Generator("cpu").manual_seed(stable_seed(sample_id, seed))

@@ -66,7 +66,8 @@ def load_wilds_iwildcam(
     except Exception as err:
         raise TableError(
             f"{root}: cannot open WILDS iWildCam ({err}); expected {Path(root) / 'iwildcam_v2.0'} with "
-            "RELEASE_v2.0.txt, metadata.csv and train/ (or pass download=True where the internet is reachable)"
+            "RELEASE_v2.0.txt, metadata.csv and train/; to fetch it (about 11 GB), run the same command once with "
+            "--download where the internet is reachable (mine_hard.py / make_table.py --dataset iwildcam)"
         ) from err
     inv_split = {v: k for k, v in ds.split_dict.items()}
     names = read_class_names(ASSETS / "iwildcam_labels.csv")
@@ -148,18 +149,20 @@ def load_dataset(
     data_root: str | os.PathLike | None = None,
     split: str | None = None,
     train_list: str | os.PathLike | None = None,
+    download: bool = False,
 ) -> pd.DataFrame:
     """Return the sample table of registered `dataset` ('table', 'folder', 'iwildcam', 'imagenet_lt') at `data`.
 
     `split` keeps only that split's rows (iWildCam: the WILDS split is loaded alone); `data_root` resolves a
-    table's or ImageNet-LT list's relative paths; `train_list` is ImageNet-LT's training list (class counts).
+    table's or ImageNet-LT list's relative paths; `train_list` is ImageNet-LT's training list (class counts);
+    `download` lets WILDS fetch iWildCam into `data` (`--download`; the other datasets ignore it).
     """
     if dataset == "table":
         df = DATASETS.get("table")(data, data_root)
     elif dataset == "folder":
         df = DATASETS.get("folder")(data)
     elif dataset == "iwildcam":
-        df = DATASETS.get("iwildcam")(data, splits=(split,) if split else None)
+        df = DATASETS.get("iwildcam")(data, splits=(split,) if split else None, download=download)
     else:
         df = DATASETS.get(dataset)(data, data_root, train_list=train_list)
     if split and "split" in df.columns and dataset != "iwildcam":

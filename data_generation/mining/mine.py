@@ -90,7 +90,9 @@ def run_mining(args) -> MiningRun:
             raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
     rule = hard_rule(args)
     # 2. the sample table (a tail rule counts a class's images from the loader's train_count when there is one)
-    table = load_dataset(args.dataset, args.data, args.data_root, args.split, args.train_list)
+    table = load_dataset(
+        args.dataset, args.data, args.data_root, args.split, args.train_list, download=getattr(args, "download", False)
+    )
     if rule.tail_only and TRAIN_COUNT in table.columns:
         rule = replace(rule, count_column=TRAIN_COUNT)
     # 3. the difficulty scores, joined by sample_id

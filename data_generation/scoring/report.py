@@ -89,8 +89,24 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def score_units(scorer: dict | None) -> dict[str, str]:
+    """Return what each score column measures for a scorer description ("cosine" unless it says otherwise).
+
+    The offline probe's image-text score is a class probability, not a cosine; its `describe()` says so.
+    """
+    scorer = scorer or {}
+    return {
+        col: "probability" if "probab" in str(scorer.get(col, "")).lower() else "cosine"
+        for col in (CLIP_TXT_SIM, CLIP_IMG_SIM)
+    }
+
+
 def plot_distributions(
-    scores: pd.DataFrame, path: str | os.PathLike, threshold: float | None = None, img_threshold: float | None = None
+    scores: pd.DataFrame,
+    path: str | os.PathLike,
+    threshold: float | None = None,
+    img_threshold: float | None = None,
+    units: dict[str, str] | None = None,
 ) -> Path:
     """Write a PNG of the image-text and image-image similarity distributions per strength; return its path.
 
@@ -121,11 +137,9 @@ def plot_distributions(
         ]
         ax.set_xticks(positions, kept, fontsize=8)
         ax.set_xlabel("strength, kept/total")
-        ax.set_ylabel(f"{col} (cosine)")
+        ax.set_ylabel(f"{col} ({(units or {}).get(col, 'cosine')})")
         ax.set_title(title, fontsize=10)
-    fig.suptitle(
-        "CLIP similarity of the synthetic images per strength (0 = the real image, 1 = text only)", fontsize=10
-    )
+    fig.suptitle("scores of the synthetic images per strength (0 = the real image, 1 = text only)", fontsize=10)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
@@ -188,7 +202,11 @@ def plot_spectrum_grid(
             else:
                 title = f"s={s:g}\nnot scorable"
             show(axes[r, c], v["syn_file"], title, "tab:green" if v[KEEP] else "tab:red")
-    fig.suptitle("synthetic-to-real spectrum: real image, then strength 0->1 (green kept, red dropped)", fontsize=9)
+    fig.suptitle(
+        f"synthetic-to-real spectrum: real image, then strength {strengths[0]:g} to {strengths[-1]:g} "
+        "(green kept, red dropped)",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)

@@ -41,7 +41,7 @@ from curriculum.tables import read_class_names, write_csv, write_parquet
 from data_generation.scoring.backends import ClipScorer, default_model, load_scorer
 from data_generation.scoring.cache import EmbeddingCache, file_key
 from data_generation.scoring.index import SpectrumIndex, build_index
-from data_generation.scoring.report import plot_distributions, plot_spectrum_grid, summarize
+from data_generation.scoring.report import plot_distributions, plot_spectrum_grid, score_units, summarize
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,9 @@ def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame)
             log.warning("... %d more problem rows listed in %s", int(bad.sum()) - 5, paths["failures"])
     if cfg.plots and len(scores):
         paths["distributions"] = str(
-            plot_distributions(scores, out / DISTRIBUTIONS_PLOT, cfg.threshold, cfg.img_threshold)
+            plot_distributions(
+                scores, out / DISTRIBUTIONS_PLOT, cfg.threshold, cfg.img_threshold, units=score_units(result.scorer)
+            )
         )
         grid = plot_spectrum_grid(scores, rows, out / GRID_PLOT, n_samples=cfg.grid_samples)
         if grid is not None:

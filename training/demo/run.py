@@ -1,7 +1,10 @@
 """The embedded default: DisCL end to end, offline, on a CPU, in minutes.
 
-    python -m training.demo               # the full demo (about 15 minutes on 2 CPU cores): runs/demo/
-    python -m training.demo --quick       # a smaller run (under 3 minutes) that CI runs: runs/demo-quick/
+    python -m training.demo               # the full demo: runs/demo/
+    python -m training.demo --quick       # the smoke run CI runs (no verdicts): runs/demo-quick/
+
+Times (benchmarks/times.py): full, 496 s (8.3 min) on 2 CPU cores with 1 torch thread, measured 2026-12-01; quick,
+447 s on 2 CPU cores with 1 torch thread at a load average of about 15, measured 2026-12-02.
 
 Both phases run for real, through the same command-line entry points a user runs (each called in-process
 through its `main(argv)`), on scikit-learn's bundled handwritten digits made long-tailed
@@ -25,8 +28,9 @@ Phase 2
      curriculum and the adaptive one, both with prototype-weighted real sampling.
 Report
   8. `{out}/report/report.md` with PNGs: the data, the generator's samples, the spectrum grid, kept/total
-     per strength, the schedules followed and the accuracy table (mean ± std over seeds), with a plain
-     statement of what the numbers show.
+     per strength, the schedules followed (each decision with the level the run went on with), the accuracy
+     table (mean ± std over seeds), the paired differences with their 95% t-intervals over seeds, and a plain
+     statement of what they show - a gain or a loss only where the interval excludes 0; none from `--quick`.
 
 Every step's outputs stay in `{out}`; a rerun skips the steps whose outputs exist (`--fresh` starts over).
 """
@@ -47,7 +51,6 @@ import pandas as pd
 
 from curriculum.contracts import DISTRIBUTIONS_PLOT, GRID_PLOT, MANIFEST_FILE, SCORES_FILE, SUMMARY_FILE, guidance_level
 from curriculum.tables import markdown_table
-from training.demo.data import long_tail_counts, split_counts, write_long_tailed_digits
 
 VARIANTS = {
     "baseline": "real data only, cross-entropy",
@@ -99,15 +102,17 @@ class DemoConfig:
     curriculum_val_size: int = 8
     proto_start: float = 0.5
     variants: tuple[str, ...] = ("baseline", "baseline_bsm", "discl_fixed", "discl_adaptive", "discl_random")
+    #: a smoke preset checks the pipeline end to end; its few seeds and epochs support no comparison
+    smoke: bool = False
 
     @classmethod
     def full(cls, out: str = "runs/demo") -> DemoConfig:
-        """Return the full demo (about 15 minutes on 2 CPU cores)."""
+        """Return the full demo (the time it takes: the module docstring)."""
         return cls(out=out)
 
     @classmethod
     def quick(cls, out: str = "runs/demo-quick") -> DemoConfig:
-        """Return the quick demo CI runs (under 3 minutes): fewer epochs, seeds and variants per image."""
+        """Return the quick smoke demo CI runs: fewer epochs, seeds and variants per image; it draws no verdict."""
         return cls(
             out=out,
             seeds=(0, 1),
@@ -120,6 +125,7 @@ class DemoConfig:
             gen_steps=10,
             levels=(0, 40, 80),
             curriculum_val_size=4,
+            smoke=True,
         )
 
 
@@ -245,6 +251,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> Path:
     """Run every step of the demo (skipping finished ones unless `fresh`); return the report's path."""
     from data_generation import comp_clip_scores, gene_img, mine_hard, train_probe
     from training import train_diffusion, train_lt
+    from training.demo.data import write_long_tailed_digits  # torch: imported here, so --help answers at once
 
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -485,23 +492,69 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def verdict(summary: pd.DataFrame) -> list[str]:
+def _pairs(variants) -> list[tuple[str, str]]:
+    """Return the compared (variant, reference) pairs: each variant vs baseline, adaptive vs its ablations."""
+    present = list(variants)
+    pairs = [(v, "baseline") for v in present if v != "baseline"]
+    pairs += [("discl_adaptive", o) for o in ("baseline_bsm", "discl_fixed", "discl_random") if o in present]
+    return [(a, b) for a, b in pairs if a in present and b in present]
+
+
+def paired_differences(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Return, per compared pair and metric, the mean paired difference over seeds (points) and its t-interval.
+
+    Runs with the same seed share the data split, the baseline checkpoint and the initialisation, so the
+    difference is taken seed by seed; the interval is mean ± t(n-1) · sd / sqrt(n) (NaN with one seed).
+    """
+    from scipy import stats
+
+    rows = []
+    for a, b in _pairs(dict.fromkeys(results["variant"])):
+        for col in ("few_acc", "overall_acc", "medium_acc"):
+            wide = results[results["variant"].isin([a, b])].pivot(index="seed", columns="variant", values=col)
+            d = ((wide[a] - wide[b]) * 100).dropna().to_numpy()
+            n = len(d)
+            mean = float(d.mean()) if n else float("nan")
+            half = (
+                float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            )
+            rows.append(
+                {
+                    "variant": a,
+                    "reference": b,
+                    "metric": col,
+                    "n_seeds": n,
+                    "mean_diff": mean,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def verdict(summary: pd.DataFrame, results: pd.DataFrame | None = None) -> list[str]:
     """Return plain sentences comparing each DisCL variant with the baseline, and the adaptive curriculum with
     its ablations (gain, loss or no clear difference).
 
-    A difference counts as clear only when it exceeds the larger of the two standard deviations.
+    With the per-seed `results`, a difference is clear when the 95% t-interval of the paired difference over
+    seeds excludes 0 (the sentence gives the interval). From the summary alone, when it exceeds the larger of
+    the two standard deviations.
     """
     by = summary.set_index("variant")
-    pairs = [(v, "baseline") for v in by.index if v != "baseline"]
-    pairs += [
-        ("discl_adaptive", other) for other in ("baseline_bsm", "discl_fixed", "discl_random") if other in by.index
-    ]
+    diffs = paired_differences(results).set_index(["variant", "reference", "metric"]) if results is not None else None
     lines = []
-    for a, b in pairs:
-        if a not in by.index or b not in by.index:
-            continue
+    for a, b in _pairs(by.index):
         for col, what in (("few_acc", "few-class"), ("overall_acc", "overall")):
             ma, mb = by.loc[a, f"{col}_mean"], by.loc[b, f"{col}_mean"]
+            if diffs is not None:
+                r = diffs.loc[(a, b, col)]
+                d, lo, hi = r["mean_diff"], r["ci_low"], r["ci_high"]
+                word = "a gain" if lo > 0 else ("a loss" if hi < 0 else "no clear difference")
+                lines.append(
+                    f"{a} vs {b}, {what} test accuracy: {d:+.1f} points ({ma:.1f} vs {mb:.1f}; 95% CI of the "
+                    f"paired difference over {int(r['n_seeds'])} seeds [{lo:+.1f}, {hi:+.1f}]) - {word}."
+                )
+                continue
             noise = max(by.loc[a, f"{col}_std"], by.loc[b, f"{col}_std"])
             d = ma - mb
             word = "no clear difference" if abs(d) <= noise else ("a gain" if d > 0 else "a loss")
@@ -512,19 +565,75 @@ def verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _upscale(src: Path, dst: Path, factor: int = 4) -> Path | None:
-    """Copy an image PNG enlarged `factor`× with nearest-neighbour pixels (8 px digits stay sharp)."""
+def schedule_lines(variant: str, seed: int, schedule: pd.DataFrame, max_decisions: int = 6) -> list[str]:
+    """Return the report's lines for one run's `schedule.csv`: the level of every epoch, then the first
+    `max_decisions` adaptive decisions with the progress per level and the level the run went on with.
+
+    The next level is the one the run recorded (`next_level`, else the following epoch's level), never
+    recomputed: the random ablation draws it, so it need not be the level with the largest progress.
+    """
+    random_draw = variant == "discl_random"
+    lines = [f"- **{variant}** (seed {seed}), level per epoch: " + " ".join(str(int(v)) for v in schedule["level"])]
+    levels = schedule["level"].tolist()
+    decisions = [(i, r) for i, (_, r) in enumerate(schedule.iterrows()) if str(r.get("progress", "")).startswith("{")]
+    for i, r in decisions[:max_decisions]:
+        p = json.loads(r["progress"])
+        nxt = r.get("next_level")
+        if nxt is None or pd.isna(nxt):
+            nxt = levels[i + 1] if i + 1 < len(levels) else None
+        best = max(p, key=p.get) if p else "-"
+        how = f"drawn at random; largest progress {best}" if random_draw else "largest progress"
+        lines.append(
+            f"  - after epoch {int(r['epoch'])}: progress per level "
+            + ", ".join(f"{k}: {v:+.3f}" for k, v in p.items())
+            + (f" -> next {int(nxt)} ({how})" if nxt is not None else " -> (last decision)")
+        )
+    if len(decisions) > max_decisions:
+        lines.append(f"  - ... {len(decisions) - max_decisions} more decisions in schedule.csv")
+    return lines
+
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def labelled_sample_grid(src: Path, dst: Path, class_names) -> Path | None:
+    """Redraw the trainer's sample grid (one row per class, square cells, no gaps) with a gap between cells,
+    the class name on each row and the sample number on each column; return `dst` (None without `src`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
     from PIL import Image
 
     if not src.is_file():
         return None
     with Image.open(src) as im:
-        im.resize((im.width * factor, im.height * factor), Image.NEAREST).save(dst)
+        grid = np.asarray(im.convert("RGB"))
+    rows = len(class_names)
+    cell = grid.shape[0] // rows
+    cols = grid.shape[1] // cell
+    fig, axes = plt.subplots(rows, cols, figsize=(0.6 * cols + 1.2, 0.6 * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(grid[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(class_names[r], rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0:
+                ax.set_title(f"sample {c + 1}", fontsize=8)
+    fig.suptitle("generator samples from noise: one row per class", fontsize=9)
+    fig.subplots_adjust(wspace=0.15, hspace=0.15)
+    fig.savefig(dst, dpi=100, bbox_inches="tight")
+    plt.close(fig)
     return dst
 
 
 def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, float], total_s: float) -> Path:
     """Write `report/report.md` (+ PNGs and results CSVs) from the run's files; return its path."""
+    from training.demo.data import long_tail_counts, split_counts
+
     rep = paths["report"]
     rep.mkdir(parents=True, exist_ok=True)
     results = results_table(cfg, paths["phase2"])
@@ -539,8 +648,18 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
     ):
         shown[name] = [f"{m:.1f} ± {s:.1f}" for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
 
+    diffs = paired_differences(results)
+    diff_table = pd.DataFrame(
+        {
+            "variant vs reference": [f"{a} vs {b}" for a, b in zip(diffs["variant"], diffs["reference"])],
+            "metric": diffs["metric"],
+            "mean diff": [f"{v:+.1f}" for v in diffs["mean_diff"]],
+            "95% CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(diffs["ci_low"], diffs["ci_high"])],
+        }
+    )
+    diffs.to_csv(rep / "paired_differences.csv", index=False)
     stages = sorted((paths["gen"] / "samples").glob("stage*.png"))
-    gen_png = _upscale(stages[-1], rep / "generator_samples.png") if stages else None
+    gen_png = labelled_sample_grid(stages[-1], rep / "generator_samples.png", DIGITS) if stages else None
     grid_src = paths["syn"] / GRID_PLOT
     grid_png = shutil.copy(grid_src, rep / "spectrum_grid.png") if grid_src.is_file() else None
     dist_src = paths["syn"] / DISTRIBUTIONS_PLOT
@@ -564,29 +683,27 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         if variant == "baseline":
             continue
         s = pd.read_csv(paths["phase2"] / f"{variant}-seed{cfg.seeds[0]}" / "schedule.csv")
-        sched_lines.append(
-            f"- **{variant}** (seed {cfg.seeds[0]}), level per epoch: " + " ".join(str(int(v)) for v in s["level"])
-        )
-        if "progress" in s and s["progress"].notna().any() and (s["progress"].astype(str) != "").any():
-            prog = s[s["progress"].astype(str).str.startswith("{")]
-            for _, r in prog.head(6).iterrows():
-                p = json.loads(r["progress"])
-                best = max(p, key=p.get) if p else "-"
-                sched_lines.append(
-                    f"  - after epoch {int(r['epoch'])}: progress per level "
-                    + ", ".join(f"{k}: {v:+.3f}" for k, v in p.items())
-                    + f" -> next {best}"
-                )
+        sched_lines += schedule_lines(variant, cfg.seeds[0], s)
 
     timing = pd.DataFrame({"step": list(seconds), "seconds": [round(v, 1) for v in seconds.values()]})
     steps_s = float(np.nansum(list(seconds.values())))
     lines = [
         "# DisCL offline demo report",
         "",
-        f"Preset: **{'quick' if cfg.epochs < DemoConfig().epochs else 'full'}**; the steps took {steps_s:.0f} s "
+        f"Preset: **{'quick' if cfg.smoke else 'full'}**; the steps took {steps_s:.0f} s "
         f"({steps_s / 60:.1f} min) on this machine (this invocation: {total_s:.0f} s). Everything below was computed "
         "by this run, offline.",
         "",
+        *(
+            [
+                f"**This is a smoke run** (`--quick`: {len(cfg.seeds)} seeds, {cfg.epochs} epochs): it checks that "
+                "every step runs and writes its files. Its accuracies are too few and too short to compare the "
+                "variants, so this report draws no verdict; run `python -m training.demo` (the full preset) for that.",
+                "",
+            ]
+            if cfg.smoke
+            else []
+        ),
         "## Data",
         "",
         f"scikit-learn's handwritten digits (8×8), long-tailed training split (imbalance {cfg.imbalance:g}:1, "
@@ -653,9 +770,15 @@ def write_report(cfg: DemoConfig, paths: dict[str, Path], seconds: dict[str, flo
         "",
         markdown_table(shown, "{:.1f}"),
         "",
-        "**What the numbers show.**",
+        "Paired differences in points (variant − reference, seed by seed; 95% t-interval over the seeds):",
         "",
-        *[f"- {s}" for s in verdict(summary)],
+        markdown_table(diff_table, "{:.1f}"),
+        "",
+        *(
+            ["No verdict: a smoke run (see the top)."]
+            if cfg.smoke
+            else ["**What the numbers show.**", "", *[f"- {s}" for s in verdict(summary, results)]]
+        ),
         "",
         "Per-seed rows: `results_per_seed.csv`; every run's metrics, schedule and checkpoints: `phase2/`.",
         "",
@@ -676,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="the small preset CI runs (under 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="the smoke preset CI runs: every step, small; no verdicts")
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="Phase 2 seeds (default 0 1 2 3 4; quick 0 1)")
     p.add_argument("--fresh", action="store_true", help="delete the output folder first")
@@ -707,8 +830,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         torch.set_num_threads(threads)  # called in-process (tests, notebooks): leave the caller's setting
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s; report: {report}")
+    if cfg.smoke:
+        print("  a smoke run (--quick): no verdict; run without --quick to compare the variants")
+        return 0
     summary = pd.read_csv(report.parent / "results.csv")
-    for line in verdict(summary):
+    results = pd.read_csv(report.parent / "results_per_seed.csv")
+    for line in verdict(summary, results):
         print("  " + line)
     return 0
 

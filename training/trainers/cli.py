@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from curriculum.config import dataclass_from_args
-from training.trainers.engine import TrainConfig, tensorboard_writer_class
+
+if TYPE_CHECKING:  # the engine imports torch: the parsers built here must not
+    from training.trainers.engine import TrainConfig
 
 
 def common_parser(prog: str, doc: str | None, defaults: dict) -> argparse.ArgumentParser:
@@ -176,6 +179,8 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 def check_run_flags(args) -> None:
     """Return None when the optional packages the flags ask for are importable; else raise RuntimeError."""
     if args.tensorboard:
+        from training.trainers.engine import tensorboard_writer_class
+
         tensorboard_writer_class()
 
 
@@ -183,6 +188,8 @@ def train_config(
     args, levels: list[int], optimizer: str, select_metric: str, lr_extra_epochs: int = 0, resolved=None
 ) -> TrainConfig:
     """Return the TrainConfig the parsed flags describe (`resolved`: settings the script derived, recorded)."""
+    from training.trainers.engine import TrainConfig
+
     return dataclass_from_args(
         TrainConfig,
         args,

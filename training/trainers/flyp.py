@@ -70,12 +70,30 @@ def load_open_clip(model_name: str, pretrained: str | None, device: str = "cpu",
     `quick_gelu` builds the towers with QuickGELU (open_clip's `force_quick_gelu`; see `clip_activation`).
     A weight that cannot be reached fails with a message naming --pretrained.
     """
+    from curriculum.offline import HOW, OPEN_CLIP_HUB, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
+
+    def check_tag() -> None:  # before open_clip's download: no retry storm
+        missing = open_clip_tag_missing(model_name, pretrained)
+        if missing:
+            raise RuntimeError(
+                f"--model {model_name} --pretrained {pretrained}: open_clip weights: {missing}; {HOW} "
+                f"(`hf download {open_clip_hub_repo(model_name, pretrained)} --local-dir DIR`, then "
+                "--model local-dir:DIR)"
+            )
+
+    known = (model_name, pretrained) in OPEN_CLIP_HUB
+    if known:
+        check_tag()  # DisCL's default answers before open_clip (several CPU-seconds) is imported
     import open_clip
 
+    is_tag = pretrained and not os.path.exists(str(pretrained)) and not str(model_name).startswith("local-dir:")
+    if not known and is_tag and pretrained in open_clip.list_pretrained_tags_by_model(model_name):
+        check_tag()
     try:
-        model, train_tf, eval_tf = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
-        )
+        with quiet_hub():
+            model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device, force_quick_gelu=quick_gelu
+            )
     except Exception as err:
         where = "the local file" if pretrained and os.path.exists(str(pretrained)) else "the model hub (offline?)"
         raise RuntimeError(

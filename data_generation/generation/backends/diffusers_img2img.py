@@ -34,22 +34,28 @@ log = logging.getLogger(__name__)
 def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
     """Return a diffusers img2img pipeline from a local folder, the local cache or the hub.
 
-    Fails within seconds with a ModelLoadError that says how to use a local folder when the weights cannot
-    be reached (offline, wrong id); see `data_generation.hub.load_pretrained`.
+    A hub id that is not in the local cache fails before diffusers is imported, with a one-line
+    ModelLoadError that names --model_id and the local-folder route (about 2.5 CPU-seconds for gene_img.py and
+    mine_hard.py (benchmarks/results/startup.md)); see `data_generation.hub.load_pretrained`.
     """
-    from diffusers import AutoPipelineForImage2Image
-
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`, or "
         f"`AutoPipelineForImage2Image.from_pretrained('{model_id}').save_pretrained(DIR)`) and pass --model_id DIR."
     )
+
+    def load(**kw):
+        from diffusers import AutoPipelineForImage2Image  # after the cache check: several CPU-seconds
+
+        return AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype, **kw)
+
     return load_pretrained(
         model_id,
-        lambda **kw: AutoPipelineForImage2Image.from_pretrained(model_id, dtype=torch_dtype, **kw),
+        load,
         kind="a diffusers img2img pipeline",
         flag="--model_id",
         how=how,
         error=ModelLoadError,
+        cached_file="model_index.json",
     )
 
 

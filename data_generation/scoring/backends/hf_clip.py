@@ -21,20 +21,26 @@ from data_generation.scoring.backends.base import (
 
 def _load(model_id: str, torch_dtype: torch.dtype):
     """Return (CLIPModel, CLIPProcessor) from a folder, the local cache or the hub; fail fast and clearly."""
-    from transformers import CLIPModel, CLIPProcessor
-
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`)"
         " and pass --clip_model DIR."
     )
 
     def load(**kw):
+        from transformers import CLIPModel, CLIPProcessor
+
         return CLIPModel.from_pretrained(model_id, dtype=torch_dtype, **kw), CLIPProcessor.from_pretrained(
             model_id, **kw
         )
 
     return load_pretrained(
-        model_id, load, kind="a transformers CLIP model", flag="--clip_model", how=how, error=ScorerLoadError
+        model_id,
+        load,
+        kind="a transformers CLIP model",
+        flag="--clip_model",
+        how=how,
+        error=ScorerLoadError,
+        cached_file="config.json",  # answer before importing transformers and retrying
     )
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_generation.hub import hub_offline, resolve_dtype
+from curriculum.offline import HOW, OPEN_CLIP_HUB, open_clip_hub_repo, open_clip_tag_missing, quiet_hub
+from data_generation.hub import resolve_dtype
 from data_generation.scoring.backends.base import (
     SCORERS,
     ScorerLoadError,
@@ -24,21 +25,15 @@ from data_generation.scoring.backends.base import (
 RANDOM = {"none", "random"}  # --clip_pretrained none: random weights (benchmarks, smoke tests)
 
 
-def _tag_cached(name: str, tag: str) -> bool:
-    """Return True if the weights of an open_clip pretrained tag are already in the local HF cache."""
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    hub = cfg.get("hf_hub", "")
-    if not hub:
-        return False
-    repo_id = "/".join(hub.strip("/").split("/")[:2])
-    for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-        hit = try_to_load_from_cache(repo_id, fname)
-        if isinstance(hit, str):
-            return True
-    return False
+def _check_tag_weights(model: str, name: str, tag: str) -> None:
+    """Raise ScorerLoadError (one line: the flags, why, how to get a local folder) when the weights of an
+    open_clip tag are neither cached nor downloadable now."""
+    missing = open_clip_tag_missing(name, tag)
+    if missing:
+        raise ScorerLoadError(
+            f"--clip_model {model} --clip_pretrained {tag}: open_clip weights {name}/{tag}: {missing}; "
+            f"{HOW} (`hf download {open_clip_hub_repo(name, tag)} --local-dir DIR`, then --clip_model DIR)"
+        )
 
 
 def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, str]:
@@ -71,11 +66,7 @@ def resolve_model(model: str, pretrained: str | None) -> tuple[str, str | None, 
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         raise ScorerLoadError(f"--clip_pretrained {pretrained!r} is not a pretrained tag of {name}; tags: {tags}")
-    if hub_offline() and not _tag_cached(name, pretrained):
-        raise ScorerLoadError(
-            f"open_clip weights {name}/{pretrained} are not in the local cache and HF_HUB_OFFLINE is set. Download "
-            f"them where the hub is reachable and pass --clip_pretrained PATH.safetensors (or a local-dir folder)."
-        )
+    _check_tag_weights(model, name, pretrained)  # before open_clip's own download: no retry storm
     return name, pretrained, f"tag {pretrained}"
 
 
@@ -107,19 +98,22 @@ class OpenClipScorer(TorchScorerMixin):
         cls, model_id: str, pretrained: str | None = None, device: str = "cpu", dtype: str | None = None
     ):
         """Return the scorer for `model_id` (+ `pretrained` tag or weights file) on `device` in `dtype`."""
-        import open_clip
-
         if pretrained is None and model_id in {"ViT-B-32"}:
             pretrained = "openai"  # DisCL's CLIP ViT-B/32
+        if (model_id, pretrained) in OPEN_CLIP_HUB:  # DisCL's defaults answer before open_clip is imported
+            _check_tag_weights(model_id, model_id, pretrained)
+        import open_clip
+
         name, pre, weights = resolve_model(model_id, pretrained)
         torch_dtype = resolve_dtype(dtype, device)
         # OpenAI's weights were trained with QuickGELU; the plain `ViT-B-32` config must be told so
         tag_cfg = open_clip.get_pretrained_cfg(name, pre) if weights.startswith("tag ") else {}
         quick_gelu = bool((tag_cfg or {}).get("quick_gelu", False))
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pre, device="cpu", force_quick_gelu=quick_gelu
-            )
+            with quiet_hub():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pre, device="cpu", force_quick_gelu=quick_gelu
+                )
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as err:
             raise ScorerLoadError(
