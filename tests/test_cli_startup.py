@@ -91,8 +91,10 @@ def test_phase2_name_lists_and_defaults_equal_their_sources():
     from training import cli_names
     from training.diffusion.trainer import LOSS_WEIGHTINGS, DiffusionTrainConfig
     from training.trainers.classifier import AUGMENTATIONS
+    from training.trainers.flyp import ACTIVATIONS
     from training.trainers.losses import LOSSES
 
+    assert cli_names.ACTIVATION_NAMES == tuple(ACTIVATIONS)
     assert cli_names.LOSS_NAMES == tuple(LOSSES.names())
     assert cli_names.AUGMENTATION_NAMES == tuple(AUGMENTATIONS)
     assert cli_names.TIMESTEP_SAMPLER_NAMES == tuple(TIMESTEP_SAMPLERS.names())
