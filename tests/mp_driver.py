@@ -2,13 +2,15 @@
 tests/test_multiprocess.py; not a test module).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/mp_driver.py gene_img RECORD_DIR -- <gene_img flags>
-    python -m torch.distributed.run --nproc_per_node 2 tests/mp_driver.py flyp RECORD_DIR CLIP_CFG_DIR -- <flags>
-    python -m torch.distributed.run --nproc_per_node 2 tests/mp_driver.py train_lt RECORD_DIR -- <flags>
+    python -m torch.distributed.run --nproc_per_node 2 tests/mp_driver.py flyp RECORD_DIR CLIP_CFG_DIR [sgd] -- <flags>
+    python -m torch.distributed.run --nproc_per_node 2 tests/mp_driver.py train_lt RECORD_DIR [sgd] -- <flags>
 
 Each process writes RECORD_DIR/rank{RANK}.json: its exit code and, for gene_img, every diffusers pipeline
 call (the sample ids and strength of its images); for the trainers, every training loss value. The CLI runs
 unchanged through its `main(argv)`; only the training augmentation is replaced by the eval transform (FLYP's
-open_clip train transform crops at random, which no two launches can share).
+open_clip train transform crops at random, which no two launches can share), and with `sgd` the optimizer is
+plain SGD (Adam divides each gradient by its own size, so on a parameter whose gradient is mathematically zero,
+like an attention key bias, it turns float noise into learning-rate-sized steps of random sign).
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ def main() -> int:
     sep = sys.argv.index("--")
     head, argv = sys.argv[1:sep], sys.argv[sep + 1 :]
     mode, out = head[0], Path(head[1])
+    if head[-1] == "sgd":
+        import torch
+
+        torch.optim.AdamW = torch.optim.Adam = torch.optim.SGD
+        head = head[:-1]
     record: dict = {"rank": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     if mode == "gene_img":
         rc = run_gene_img(argv, record)

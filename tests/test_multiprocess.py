@@ -158,11 +158,16 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "final_model.safetensors")
 
 
-FLYP_FLAGS = ["--batch_size", "16", "--max_steps_per_epoch", "1", "--lr", "1e-3", "--warmup_steps", "0"]
+FLYP_FLAGS = ["--batch_size", "16", "--max_steps_per_epoch", "1", "--lr", "0.5", "--warmup_steps", "0"]
 FLYP_FLAGS += ["--eval_batch_size", "3", "--epochs", "3"]
 
 
 def test_flyp_two_processes_of_8_equal_one_process_of_16(iwildcam, tmp_path, monkeypatch):  # noqa: F811
+    """Same loss at every step and the same weights after 3 steps (the last step a short batch of 12).
+
+    Both runs use SGD: AdamW divides each gradient by its own size, so on a parameter whose gradient is
+    mathematically zero (the text attention's key bias) it turns float noise into lr-sized steps of random sign.
+    """
     from training import finetune_flyp
     from training.trainers import flyp
 
@@ -181,11 +186,12 @@ def test_flyp_two_processes_of_8_equal_one_process_of_16(iwildcam, tmp_path, mon
 
     monkeypatch.setattr(finetune_flyp, "load_open_clip", load_without_augmentation)
     monkeypatch.setattr(flyp.FLYPTask, "training_loss", training_loss)
+    monkeypatch.setattr(torch.optim, "AdamW", torch.optim.SGD)
     one, two = tmp_path / "one", tmp_path / "two"
     assert finetune_flyp.main(_flyp_argv(iwildcam, one, *FLYP_FLAGS)) == 0
     clip_cfg = str(tmp_path / "clipcfg")  # where the fixture registered the tiny architecture
     argv2 = _flyp_argv(iwildcam, two, *FLYP_FLAGS)
-    torchrun("tests/mp_driver.py", "flyp", str(tmp_path / "rec"), clip_cfg, "--", *argv2)
+    torchrun("tests/mp_driver.py", "flyp", str(tmp_path / "rec"), clip_cfg, "sgd", "--", *argv2)
 
     recs = records(tmp_path / "rec")
     assert len(losses) == 3 and all(len(r["losses"]) == 3 for r in recs)
@@ -195,8 +201,8 @@ def test_flyp_two_processes_of_8_equal_one_process_of_16(iwildcam, tmp_path, mon
     torch.manual_seed(0)
     w0 = orig_load(iwildcam["model"], "")[0].state_dict()
     moved = max(float((w1[k] - w0[k]).abs().max()) for k in w1)
-    diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
-    assert moved > 1e-3 and diff <= 1e-5, (moved, diff)
+    diff = sorted(((float((w1[k] - w2[k]).abs().max()), k) for k in w1), reverse=True)
+    assert moved > 1e-3 and diff[0][0] <= 1e-5, (moved, diff[:5])
     # sharded evaluation (batches of 3 over splits of 4: shares of 3 and 1) gives one process's metrics
     m1, m2 = pd.read_csv(one / "metrics.csv"), pd.read_csv(two / "metrics.csv")
     cols = [c for c in m1.columns if c.startswith("iwildcam/")]
@@ -228,7 +234,7 @@ def test_contrastive_loss_gathered_form_equals_the_plain_one_on_one_process():
 # --------------------------------------------------------------------------------------------------------
 # train_lt --sync_bn: BatchNorm over the global batch
 LT_FLAGS = ["--augment", "none", "--max_steps_per_epoch", "2", "--epochs", "2", "--eval_batch_size", "7"]
-LT_FLAGS += ["--lr", "1e-3", "--sync_bn"]
+LT_FLAGS += ["--lr", "0.1", "--sync_bn"]
 
 
 def test_train_lt_sync_bn_two_processes_of_8_equal_one_process_of_16(imagenet_lt, tmp_path, monkeypatch):  # noqa: F811
@@ -244,10 +250,12 @@ def test_train_lt_sync_bn_two_processes_of_8_equal_one_process_of_16(imagenet_lt
         return loss
 
     monkeypatch.setattr(classifier.ClassifierTask, "training_loss", training_loss)
+    monkeypatch.setattr(torch.optim, "Adam", torch.optim.SGD)  # see the FLYP test
     one, two = tmp_path / "one", tmp_path / "two"
     with pytest.warns(UserWarning, match="--sync_bn with one process"):
         assert train_lt.main(_lt_argv(imagenet_lt, one, *LT_FLAGS)) == 0
-    torchrun("tests/mp_driver.py", "train_lt", str(tmp_path / "rec"), "--", *_lt_argv(imagenet_lt, two, *LT_FLAGS))
+    argv2 = _lt_argv(imagenet_lt, two, *LT_FLAGS)
+    torchrun("tests/mp_driver.py", "train_lt", str(tmp_path / "rec"), "sgd", "--", *argv2)
 
     recs = records(tmp_path / "rec")
     # a process's loss is the mean over its 8 items; the two processes' mean is one process's loss on 16
@@ -259,3 +267,16 @@ def test_train_lt_sync_bn_two_processes_of_8_equal_one_process_of_16(imagenet_lt
     m1, m2 = pd.read_csv(one / "metrics.csv"), pd.read_csv(two / "metrics.csv")
     cols = [c for c in m1.columns if c.startswith("imagenet_lt/")]
     pd.testing.assert_frame_equal(m1[cols], m2[cols])
+
+
+def test_process_batches_slice_each_global_batch_and_never_repeat_an_item():
+    from training.trainers.engine import process_batches, trainable_count
+
+    assert trainable_count(33, 16) == 32 and trainable_count(1, 16) == 1  # one process: as before
+    assert trainable_count(29, 16, 2) == 28  # a last batch of 13: slices of 6, one item left out
+    assert trainable_count(19, 16, 2) == 16  # a last batch of 3: slices of 1 would break BatchNorm
+    n = trainable_count(29, 16, 2)
+    slices = [process_batches(n, 16, r, 2) for r in range(2)]
+    assert [len(b) for b in slices[0]] == [8, 6] and [len(b) for b in slices[1]] == [8, 6]
+    for step in range(2):  # rank order = the order of one process's batch
+        assert slices[0][step] + slices[1][step] == process_batches(n, 16)[step]

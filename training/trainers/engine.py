@@ -222,10 +222,32 @@ def items_for_epoch(
     return items.iloc[rng.permutation(len(items))].reset_index(drop=True)
 
 
-def trainable_count(n_items: int, batch_size: int) -> int:
-    """Return how many of an epoch's `n_items` are trained on: all, except a last batch of a single item,
-    which is dropped (BatchNorm cannot train on one sample; the epoch is shuffled, so nothing is favoured)."""
-    return n_items - 1 if n_items > 1 and n_items % batch_size == 1 else n_items
+def trainable_count(n_items: int, batch_size: int, num_processes: int = 1) -> int:
+    """Return how many of an epoch's `n_items` are trained on in global batches of `batch_size`.
+
+    All, except: the last (partial) batch is cut to a multiple of `num_processes` (every process takes an equal
+    slice of it: at most processes - 1 items are left out, never padded with repeats), and dropped when a slice
+    would hold a single item (BatchNorm cannot train on one sample), unless it is the epoch's only batch. The
+    epoch is shuffled, so nothing is favoured. One process: only a last batch of one item is dropped.
+    """
+    last = n_items % batch_size
+    if last == 0:
+        return n_items
+    per = last // num_processes
+    keep = per >= 2 or (per == 1 and n_items == last)
+    return n_items - last + (per * num_processes if keep else 0)
+
+
+def process_batches(n_items: int, batch_size: int, rank: int = 0, num_processes: int = 1) -> list[list[int]]:
+    """Return the item indices of process `rank`'s batches over `n_items` (a `trainable_count`) in global
+    batches of `batch_size`: step k's global batch is items [k * batch_size, (k + 1) * batch_size) in order, and
+    each process takes its equal, contiguous slice, so the processes together train exactly one process's
+    batches (the rank order of the slices is the order of the gathered features)."""
+    out = []
+    for start in range(0, n_items, batch_size):
+        size = min(batch_size, n_items - start) // num_processes
+        out.append(list(range(start + rank * size, start + (rank + 1) * size)))
+    return out
 
 
 def epoch_size(data: RunData, level: int, epoch: int, seed: int) -> int:
@@ -310,8 +332,10 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     def steps_of(epoch: int, level: int) -> int:
         if (epoch, level) not in sizes:
-            sizes[epoch, level] = trainable_count(epoch_size(data, level, epoch, cfg.seed), global_batch)
-        return epoch_steps(sizes[epoch, level], batch, accelerator.num_processes, cfg.max_steps_per_epoch)
+            sizes[epoch, level] = trainable_count(
+                epoch_size(data, level, epoch, cfg.seed), global_batch, accelerator.num_processes
+            )
+        return epoch_steps(sizes[epoch, level], global_batch, 1, cfg.max_steps_per_epoch)
 
     start_epoch, global_step, best = 0, 0, None
     ckpt = run / "checkpoints" / "last"
@@ -338,19 +362,15 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             task.set_epoch(epoch)  # per-epoch randomness of the task (e.g. FLYP's template choice) is seeded
         level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
         items = items_for_epoch(data, level, epoch, cfg.seed, global_step, global_batch)
-        items = items.iloc[: trainable_count(len(items), global_batch)]
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        # batches of the per-process size in order; accelerate deals batch i to process i % processes, so one
-        # optimizer step covers the global batch items[k * global_batch : (k + 1) * global_batch], as one process
+        items = items.iloc[: trainable_count(len(items), global_batch, accelerator.num_processes)]
+        # this process's slices of the global batches (not accelerate's sharding, which pads a short last batch
+        # with repeated items): one optimizer step covers items[k * global_batch : (k + 1) * global_batch]
+        slices = process_batches(len(items), global_batch, accelerator.process_index, accelerator.num_processes)
         loader = torch.utils.data.DataLoader(
             ItemDataset(items, task.train_transform),
-            batch_size=batch,
-            shuffle=False,
-            drop_last=False,
+            batch_sampler=slices,
             num_workers=cfg.num_workers,
-            generator=gen,
         )
-        loader = accelerator.prepare(loader)
         # the LR schedule's length: this epoch's steps plus the later epochs' (from their composed item counts;
         # an adaptive schedule's future levels are taken as the current one until they are chosen)
         n_steps = min(len(loader), cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else len(loader)
@@ -374,6 +394,7 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         for i, (x, y, _) in enumerate(bar):
             if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
                 break
+            x, y = x.to(accelerator.device), y.to(accelerator.device)
             lr = scheduler.get_last_lr()[0]
             with accelerator.autocast():
                 loss = task.training_loss(model, x, y)
