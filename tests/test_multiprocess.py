@@ -153,6 +153,35 @@ def test_accelerate_cpu_launch_of_one_process_is_an_error_not_a_silent_single_ru
 
 
 # --------------------------------------------------------------------------------------------------------
+# comp_clip_scores
+def test_comp_clip_scores_two_processes_share_the_embedding_and_equal_one_process(
+    spectrum_copy, tiny_open_clip_dir, capsys
+):
+    from data_generation import comp_clip_scores
+
+    sp = spectrum_copy
+    flags = ["--syn_path", str(sp["syn"]), "--real_path", str(sp["data"]), "--clip_backend", "open_clip"]
+    flags += ["--clip_model", str(tiny_open_clip_dir), "--threshold", "0.0", "--batch_size", "4", "--no_progress"]
+    flags += ["--no_plots", "--num_workers", "1"]
+    one, two = sp["root"] / "one", sp["root"] / "two"
+    assert comp_clip_scores.main([*flags, "--output_dir", str(one), "--cache_dir", str(one / "cache")]) == 0
+    done = torchrun(
+        "data_generation/comp_clip_scores.py", *flags, "--output_dir", str(two), "--cache_dir", str(two / "cache")
+    )
+    # 12 synthetic images in batches of 4: process 1 embeds batches 1 and 3, process 2 batch 2
+    assert "process 1/2 embedded 8 of 12 synthetic images" in done.stderr
+    assert "process 2/2 embedded 4 of 12 synthetic images" in done.stderr
+    for name in ("clip_scores.parquet", "manifest-filtered.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(two / name), pd.read_parquet(one / name))
+    assert (two / "clip_summary.csv").read_text() == (one / "clip_summary.csv").read_text()
+    # the cache (written by the main process only) holds every embedding: a rerun embeds nothing
+    chunks = list((two / "cache").rglob("chunk-*.safetensors"))
+    assert chunks and all(p.stat().st_size for p in chunks)
+    assert comp_clip_scores.main([*flags, "--output_dir", str(two / "again"), "--cache_dir", str(two / "cache")]) == 0
+    assert "synthetic 0 new/12 cached, real 0 new/2 cached" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------------
 # FLYP: the contrastive batch is the global batch
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "final_model.safetensors")
