@@ -8,9 +8,9 @@ reports one process under torchrun on a machine without CUDA:
   `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`;
 - SLURM (`srun`, several tasks in one job step): `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`; they are
   exported as the torchrun variables so accelerate and torch.distributed see the same world;
-- `accelerate launch --cpu --num_processes N` starts ONE process (accelerate's simple launcher) and only
-  leaves `MASTER_ADDR` behind: that is an error here, saying how to start N processes, never a silent
-  one-process run.
+- `accelerate launch --cpu --num_processes N` (or without `--multi_gpu` on a machine without GPUs) starts ONE
+  process (accelerate's simple launcher) and only leaves `MASTER_ADDR` behind: that is an error here, saying
+  how to start N processes, never a silent one-process run.
 
 The process group uses gloo on CPU and NCCL on GPU (`init_process_group`). `--part/--total_parts` (a
 SLURM array, several machines) combine with the processes of one launch: part p is split again across the
@@ -94,15 +94,17 @@ def detect(environ: Mapping[str, str] | None = None) -> ProcessInfo:
         info = ProcessInfo(rank, world, local, "slurm" if world > 1 else "single")
     else:
         info = ProcessInfo()
-        if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env:
-            # accelerate's simple launcher sets MASTER_ADDR only when --num_processes > 1 (or several
-            # machines) was asked for, and then starts a single process without RANK/WORLD_SIZE
+        if "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env:
+            # accelerate's simple launcher (--cpu, or no --multi_gpu on a machine without GPUs) always sets
+            # ACCELERATE_USE_CPU, sets MASTER_ADDR only when --num_processes > 1 (or several machines) was
+            # asked for, and then starts a single process without RANK/WORLD_SIZE
             raise DistributedSetupError(
-                "`accelerate launch --cpu --num_processes N` starts ONE process (accelerate's --cpu launcher runs "
-                "a single process unless it is itself started by mpirun), so this run would silently do all the "
-                "work in one process. Start N processes with `torchrun --nproc_per_node N script.py ...` or "
-                "`accelerate launch --multi_gpu --num_processes N script.py ...` (on a machine without a GPU it "
-                "runs on the CPU with gloo); for one process, drop --num_processes."
+                "`accelerate launch --num_processes N` with --cpu (or without --multi_gpu where there is no GPU) "
+                "starts ONE process (accelerate's simple launcher runs a single process unless it is itself "
+                "started by mpirun), so this run would silently do all the work in one process. Start N processes "
+                "with `torchrun --nproc_per_node N script.py ...` or `accelerate launch --multi_gpu --num_processes "
+                "N script.py ...` (on a machine without a GPU it runs on the CPU with gloo); for one process, drop "
+                "--num_processes (and unset MASTER_ADDR)."
             )
     if not 0 <= info.rank < info.world_size:
         raise DistributedSetupError(f"rank {info.rank} is outside world size {info.world_size} ({info.launcher})")

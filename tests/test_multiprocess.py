@@ -68,6 +68,8 @@ def test_detect_reads_torchrun_slurm_and_refuses_accelerates_single_cpu_process(
     # `accelerate launch --cpu --num_processes 2` starts ONE process and leaves MASTER_ADDR behind
     with pytest.raises(DistributedSetupError, match="starts ONE process.*torchrun --nproc_per_node"):
         detect({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    with pytest.raises(DistributedSetupError, match="starts ONE process"):  # no --multi_gpu on a CPU machine
+        detect({"ACCELERATE_USE_CPU": "False", "MASTER_ADDR": "127.0.0.1"})
     assert detect({"ACCELERATE_USE_CPU": "True"}).world_size == 1  # --cpu with one process is fine
     assert ProcessInfo(2, 4).global_shard(2, 3) == (7, 12)
     assert ProcessInfo(1, 2, 1).device("cuda") == "cuda:1" and ProcessInfo().device("cpu") == "cpu"
