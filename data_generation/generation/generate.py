@@ -178,8 +178,8 @@ def run_generation(
 ) -> GenerationSummary:
     """Generate the variants of this shard that are not done yet; return the summary.
 
-        `generator` injects a loaded backend (tests, the benchmark); otherwise it is loaded from `cfg.model_id`
-        only if there is work to do. `on_batch(n_written)` is called after each batch (used to test kills).
+    `generator` injects a loaded backend (tests, the benchmark); otherwise it is loaded from `cfg.model_id`
+    only if there is work to do. `on_batch(n_written)` is called after each batch (used to test kills).
     `process` (default: from the launcher's environment, curriculum.distributed.detect) picks this process's
     share of the part: a contiguous range of the part's images, disjoint from the other processes'.
     """
