@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import torch
 
 
@@ -230,3 +231,19 @@ def split_range(n: int, rank: int, world_size: int, block: int = 1) -> tuple[int
     b0 = rank * base + min(rank, extra)
     b1 = b0 + base + (1 if rank < extra else 0)
     return min(n, b0 * block), min(n, b1 * block)
+
+
+def sharded_rows(n: int, block: int, compute) -> np.ndarray:
+    """Return `compute(0, n)` (an array of n rows) as one process computes it, the work shared by the processes
+    of the default group: each computes `compute(start, stop)` over its block-aligned share and the shares are
+    gathered in order (on every process). Without a group, `compute(0, n)` itself."""
+    many = is_initialized() and torch.distributed.get_world_size() > 1
+    if not many:
+        return np.asarray(compute(0, n))
+    start, stop = split_range(n, torch.distributed.get_rank(), torch.distributed.get_world_size(), block=block)
+    local = np.asarray(compute(start, stop)) if stop > start else np.zeros((0, 0))
+    # gathered as float64 on every process (one dtype for the collective, exact for float16/32); the
+    # computed dtype is restored after (an empty share takes float32, what the model outputs give)
+    dtype = local.dtype if stop > start else np.float32
+    rows = gather_rows(torch.from_numpy(np.ascontiguousarray(local, dtype=np.float64))).numpy()
+    return rows.astype(dtype, copy=False)

@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.distributed import init_process_group  # noqa: E402
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.mining.datasets import DATASETS  # noqa: E402
 from data_generation.mining.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             tail_max_count=args.tail_max_count,
             combine=args.combine,
         )
+        # several processes (torchrun, accelerate, srun): the scorers' forward passes are shared and gathered
+        process = init_process_group()
         table = load_dataset(args)
         if rule.tail_only and TRAIN_COUNT in table.columns:
             rule = replace(rule, count_column=TRAIN_COUNT)
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"mine_hard: error: {err}", file=sys.stderr)
         return 2
+    if not process.is_main:  # every process holds the same scores; the main process writes them
+        return 0
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
     config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]

@@ -311,3 +311,29 @@ def test_process_batches_slice_each_global_batch_and_never_repeat_an_item():
     assert [len(b) for b in slices[0]] == [8, 6] and [len(b) for b in slices[1]] == [8, 6]
     for step in range(2):  # rank order = the order of one process's batch
         assert slices[0][step] + slices[1][step] == process_batches(n, 16)[step]
+
+
+# --------------------------------------------------------------------------------------------------------
+# mine_hard: the scorers' forward passes shared by the processes
+def test_mine_hard_two_processes_share_the_forward_passes_and_equal_one_process(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from data_generation import mine_hard
+
+    from .fakes import make_image_folder
+
+    make_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 3})
+    weights = tmp_path / "clf.safetensors"
+    torch.manual_seed(0)
+    save_file(timm.create_model("resnet10t", num_classes=2).state_dict(), str(weights))
+    flags = ["--dataset", "folder", "--data", str(tmp_path / "imgs"), "--scorers", "checkpoint", "random"]
+    flags += ["--classifier_arch", "resnet10t", "--classifier_weights", str(weights), "--classifier_img_size", "32"]
+    flags += ["--bottom_q", "true_prob=0.3", "--batch_size", "3"]
+    outs = {n: (tmp_path / f"hard{n}.csv", tmp_path / f"scores{n}.parquet") for n in (1, 2)}
+    assert mine_hard.main([*flags, "--output_csv", str(outs[1][0]), "--scores_parquet", str(outs[1][1])]) == 0
+    two = ["--output_csv", str(outs[2][0]), "--scores_parquet", str(outs[2][1])]
+    torchrun("data_generation/mine_hard.py", *flags, *two)
+    # 7 images in batches of 3: process 1 runs batches 1-2 (6 images), process 2 batch 3; gathered in order
+    pd.testing.assert_frame_equal(pd.read_parquet(outs[2][1]), pd.read_parquet(outs[1][1]))
+    assert outs[2][0].read_text() == outs[1][0].read_text()
