@@ -57,20 +57,32 @@ class FLYPTask:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._head: torch.Tensor | None = None
+        self.rank, self.world_size = 0, 1
+
+    def set_process(self, rank: int, world_size: int) -> None:
+        """Train as process `rank` of `world_size`: features are gathered across processes, so the contrastive
+        batch is the global batch, and templates are drawn for the global batch (this process takes its slice)."""
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the template choice for `epoch`, so a resumed run picks the same prompts."""
         self._rng = np.random.default_rng([self.seed, epoch])
 
     def _texts(self, labels: torch.Tensor) -> list[str]:
-        picks = self._rng.integers(0, len(self.templates), size=len(labels))
+        # one draw per item of the GLOBAL batch on every process (the same stream), this process's slice of it:
+        # the prompts are those of one process training the global batch
+        n = len(labels)
+        picks = self._rng.integers(0, len(self.templates), size=n * self.world_size)
+        picks = picks[self.rank * n : (self.rank + 1) * n]
         return [self.templates[t].format(name=self.class_names[int(y)]) for t, y in zip(picks, labels.tolist())]
 
     def training_loss(self, model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Return the contrastive loss between the images and a class prompt (random template) each.
 
         One call of the model's forward (open_clip: image and text features and the exp'ed logit scale), so
-        a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it.
+        a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it. Under several
+        processes every process's features join the logits (gathered with their gradients), so the negatives
+        are the whole global batch, as in one process (the reference's DataParallel).
         """
         tokens = self.tokenizer(self._texts(labels)).to(images.device)
         out = model(images, tokens)
@@ -78,7 +90,7 @@ class FLYPTask:
             image_emb, text_emb, scale = out["image_features"], out["text_features"], out["logit_scale"]
         else:
             image_emb, text_emb, scale = out[0], out[1], out[2]
-        return contrastive_loss(image_emb, text_emb, scale)
+        return contrastive_loss(image_emb, text_emb, scale, rank=self.rank, world_size=self.world_size)
 
     @torch.no_grad()
     def prepare_eval(self, model) -> None:
