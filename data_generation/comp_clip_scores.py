@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
     args = build_parser().parse_args(argv)
+    from curriculum.distributed import DistributedSetupError, init_process_group
     from curriculum.tables import TableError
     from data_generation.scoring.backends import ScorerLoadError
     from data_generation.scoring.index import SpectrumError
@@ -96,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
     try:
-        result = score_spectrum(cfg)
-    except (ScorerLoadError, SpectrumError, TableError, ValueError, OSError) as err:
+        # several processes (torchrun, accelerate, srun): each embeds a share; the main process writes
+        process = init_process_group()
+        result = score_spectrum(cfg, process=process)
+    except (ScorerLoadError, SpectrumError, TableError, ValueError, OSError, DistributedSetupError) as err:
         print(f"comp_clip_scores: error: {err}", file=sys.stderr)
         return 2
+    if not process.is_main:
+        return 1 if (args.strict and result.n_failed) else 0
     print(format_summary(summarize(result.scores)))
     print(result.line())
     for name, path in result.paths.items():

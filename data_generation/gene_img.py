@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import timedelta
 
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
@@ -22,6 +23,9 @@ if __package__ in (None, ""):
 from curriculum.config import add_list_flag  # noqa: E402
 from data_generation.cli_names import DEFAULT_MODEL_ID, GENERATOR_NAMES  # noqa: E402
 from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
+
+#: how long the processes of one launch wait for each other before the merge (shares finish at different times)
+BARRIER_TIMEOUT = timedelta(days=7)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
-    r.add_argument("--merge", action="store_true", help="merge the shard manifests into manifest.parquet afterwards")
+    r.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge the shard manifests into manifest.parquet afterwards (several processes: the main process, "
+        "once all have finished)",
+    )
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run gene_img with `argv`; return the exit code."""
     args = build_parser().parse_args(argv)
+    from curriculum.distributed import DistributedSetupError, barrier, init_process_group
     from data_generation.generation.backends import ModelLoadError
     from data_generation.generation.generate import GenerationConfig, run_generation
     from data_generation.generation.merge import merge_manifests
@@ -110,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     try:
-        summary = run_generation(cfg)
-    except (ModelLoadError, ValueError, OSError) as err:
+        # several processes (torchrun, accelerate, srun): each takes a share of the part; the group (gloo, also
+        # on GPUs: it only carries the barrier before the merge) waits as long as the slowest share takes
+        process = init_process_group(backend="gloo", timeout=BARRIER_TIMEOUT)
+        summary = run_generation(cfg, process=process)
+    except (ModelLoadError, ValueError, OSError, DistributedSetupError) as err:
         print(f"gene_img: error: {err}", file=sys.stderr)
         return 2
     print(summary.line())
@@ -119,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failures listed in {summary.failures_path}")
     print(f"manifest: {summary.manifest_path}")
     if args.merge:
-        merged = merge_manifests(args.output_path)
-        print(f"merged manifest: {merged.path} ({merged.rows} rows from {merged.parts} shard file(s))")
+        barrier()  # every process's shard manifest is written before the main process reads them
+        if process.is_main:
+            merged = merge_manifests(args.output_path)
+            print(f"merged manifest: {merged.path} ({merged.rows} rows from {merged.parts} shard file(s))")
     return 1 if (args.strict and summary.failed) else 0
 
 

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"mine_hard: error: {err}", file=sys.stderr)
         return 2
+    if run is None:  # not the main process: every process holds the same scores, the main process wrote them
+        return 0
     res = run.outputs
     print(f"rule: {run.rule.describe()}")
     print(f"hard: {int(run.hard.sum())} of {len(run.hard)} samples -> {res.hard_csv} ({run.layout} layout)")

@@ -26,7 +26,20 @@ STAGE_READMES = ("data_generation/README.md", "training/README.md")  # every fla
 ALL_READMES = ("README.md", *STAGE_READMES, "curriculum/README.md", "docs/DESIGN.md")
 CLI_DIRS = ("data_generation", "training", "benchmarks")
 # outside tools whose own flags may appear on our command lines
-EXTERNAL = {"accelerate", "torchrun", "hf", "huggingface-cli", "pip", "pip3", "git", "bash", "ruff", "pytest"}
+EXTERNAL = {
+    "accelerate",
+    "torchrun",
+    "torch.distributed.run",
+    "srun",
+    "hf",
+    "huggingface-cli",
+    "pip",
+    "pip3",
+    "git",
+    "bash",
+    "ruff",
+    "pytest",
+}
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")

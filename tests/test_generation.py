@@ -355,14 +355,13 @@ def test_flags_are_validated_with_their_names(tmp_path, tiny_sd_dir):
 
 
 def test_accelerate_processes_split_a_part(monkeypatch):
-    class FakeState:
-        num_processes, process_index = 4, 2
-
-    from data_generation.generation import generate
-
-    monkeypatch.setattr(generate, "_accelerate_state", lambda: FakeState())
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun's / accelerate's variables
+    monkeypatch.setenv("RANK", "2")
     assert process_shard(2, 3) == (7, 12)  # part 2 of 3, third of four processes
-    monkeypatch.setattr(generate, "_accelerate_state", lambda: None)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
     assert process_shard(2, 3) == (2, 3)
 
 

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "architecture its ImageNet transform), timm, shift (small translations only: digits, text), none",
     )
     m.add_argument(
+        "--sync_bn",
+        action="store_true",
+        help="synchronise BatchNorm statistics across processes (torch's SyncBatchNorm on GPUs, the same maths "
+        "over gloo on CPU), so several processes normalise like one on the global batch",
+    )
+    m.add_argument(
         "--metric_prefix", default="imagenet_lt", help="first part of the metric names (PREFIX/split/few_acc)"
     )
     m.add_argument(

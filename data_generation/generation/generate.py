@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from curriculum.contracts import MANIFEST_COLUMNS, shard_failures_name, shard_manifest_name
+from curriculum.distributed import ProcessInfo, detect
 from curriculum.images import (
     SourceImageError,
     image_size,
@@ -36,6 +37,7 @@ from data_generation.generation.plan import (
     DEFAULT_TEXT_GUIDANCE,
     IWILDCAM_TEMPLATE,
     plan_variants,
+    process_bounds,
     shard_bounds,
     target_size,
 )
@@ -125,22 +127,10 @@ class GenerationSummary:
         )
 
 
-def _accelerate_state():
-    """Return accelerate's PartialState when launched with several processes, else None."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    return PartialState()
-
-
-def process_shard(part: int, total_parts: int) -> tuple[int, int]:
-    """Return the effective (part, total): under `accelerate launch` each process takes a share of the part."""
-    state = _accelerate_state()
-    n, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
-    return (part - 1) * n + rank + 1, total_parts * n
+def process_shard(part: int, total_parts: int, process: ProcessInfo | None = None) -> tuple[int, int]:
+    """Return the effective (part, total): under several processes (torchrun, accelerate, srun) each process
+    takes a share of the part, named as shard (part - 1) * world + rank + 1 of total * world."""
+    return (process or detect()).global_shard(part, total_parts)
 
 
 def _short_reason(message: str) -> str:
@@ -179,22 +169,30 @@ def run_generation(
     cfg: GenerationConfig,
     generator: ImageGenerator | None = None,
     on_batch: Callable[[int], None] | None = None,
+    process: ProcessInfo | None = None,
 ) -> GenerationSummary:
     """Generate the variants of this shard that are not done yet; return the summary.
 
     `generator` injects a loaded backend (tests, the benchmark); otherwise it is loaded from `cfg.model_id`
     only if there is work to do. `on_batch(n_written)` is called after each batch (used to test kills).
+    `process` (default: from the launcher's environment, curriculum.distributed.detect) picks this process's
+    share of the part: a contiguous range of the part's images, disjoint from the other processes'.
     """
     # 1. check inputs and take this process's shard of the sample table
     t0 = time.perf_counter()
     cfg.validate()
     samples = read_sample_table(cfg.data_csv, cfg.data_root)
-    part, total = process_shard(cfg.part, cfg.total_parts)
-    start, stop = shard_bounds(len(samples), part, total)
+    process = process or detect()
+    part, total = process_shard(cfg.part, cfg.total_parts, process)
+    # the part's image range, split again across the processes (all processes of all parts: each image once)
+    start, stop = process_bounds(len(samples), cfg.part, cfg.total_parts, process.rank, process.world_size)
     shard = samples.iloc[start:stop]
     out = Path(cfg.output_path)
     out.mkdir(parents=True, exist_ok=True)
-    summary = GenerationSummary(shard=f"part {part}/{total}")
+    shard_name = f"part {part}/{total}"
+    if process.distributed:
+        shard_name += f" (part {cfg.part}/{cfg.total_parts}, process {process.rank + 1}/{process.world_size})"
+    summary = GenerationSummary(shard=shard_name)
 
     # 2. plan the variants (sample x strength x text guidance x seed); a sample that cannot be planned fails
     names = read_class_names(cfg.class_names) if cfg.class_names else None
@@ -248,7 +246,7 @@ def run_generation(
     todo = plan[~plan["done"]]
     if len(todo):
         if generator is None:
-            device = cfg.device or _default_device()
+            device = process.device(cfg.device)  # cuda:LOCAL_RANK under several processes
             generator = load_generator(
                 cfg.model_id, device=device, dtype=cfg.dtype or _default_dtype(device), name=cfg.generator
             )
@@ -353,15 +351,6 @@ def _done_variants(out: Path, plan: pd.DataFrame, previous: Path) -> list[bool]:
         looks_complete(out / p) if sid in recorded else is_readable_image(out / p)
         for sid, p in zip(plan["synthetic_id"], plan["path"])
     ]
-
-
-def _default_device() -> str:
-    state = _accelerate_state()
-    if state is not None:
-        return str(state.device)
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _default_dtype(device: str) -> str:

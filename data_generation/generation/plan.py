@@ -37,6 +37,19 @@ def shard_bounds(n: int, part: int, total_parts: int) -> tuple[int, int]:
     return start, start + base + (1 if i < extra else 0)
 
 
+def process_bounds(n: int, part: int, total_parts: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """Return [start, stop) of process `rank`'s share of 1-based `part` of `total_parts` over n items.
+
+    The part (`shard_bounds`) is split again into `world_size` contiguous shares, so the processes of a part
+    cover exactly that part, whatever their number, and all parts' processes cover 0..n once.
+    """
+    start, stop = shard_bounds(n, part, total_parts)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"process rank {rank} is outside world size {world_size}")
+    s, e = shard_bounds(stop - start, rank + 1, world_size)
+    return start + s, start + e
+
+
 def target_size(
     src_width: int, src_height: int, width: int | None, height: int | None, multiple: int, max_side: int = 1024
 ) -> tuple[int, int]:

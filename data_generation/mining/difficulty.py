@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from curriculum.distributed import sharded_rows
 from curriculum.images import load_rgb
 from curriculum.registry import Registry
 from curriculum.weights_io import create_timm_classifier
@@ -222,13 +223,21 @@ def model_outputs(
     num_workers: int = 0,
     desc: str = "forward",
 ) -> np.ndarray:
-    """Return the stacked outputs of `model` on every image of the table, in table order (float32)."""
+    """Return the stacked outputs of `model` on every image of the table, in table order (float32).
+
+    Under several processes each runs its share of the batches and the shares are gathered (every process
+    returns all rows, the numbers of one process).
+    """
     model.eval().to(device)
-    outs = [
-        model(x.to(device)).float().cpu()
-        for x in iterate_batches(SampleImages(table, transform), batch_size, num_workers, desc)
-    ]
-    return torch.cat(outs).numpy()
+
+    def share(start: int, stop: int) -> np.ndarray:
+        outs = [
+            model(x.to(device)).float().cpu()
+            for x in iterate_batches(SampleImages(table.iloc[start:stop], transform), batch_size, num_workers, desc)
+        ]
+        return torch.cat(outs).numpy()
+
+    return sharded_rows(len(table), batch_size, share)
 
 
 class ImageTextEmbedder(Protocol):
@@ -256,11 +265,15 @@ def zero_shot_probs(
         e = np.asarray(embedder.embed_texts(list(prompts)), dtype=np.float64).mean(axis=0)
         heads.append(e / np.linalg.norm(e))
     head = np.stack(heads)
-    feats = [
-        np.asarray(embedder.embed_images(b), dtype=np.float64)
-        for b in iterate_batches(SampleImages(table), batch_size, desc="zero-shot")
-    ]
-    logits = logit_scale * np.concatenate(feats) @ head.T
+
+    def share(start: int, stop: int) -> np.ndarray:  # a share of the batches per process, gathered in order
+        feats = [
+            np.asarray(embedder.embed_images(b), dtype=np.float64)
+            for b in iterate_batches(SampleImages(table.iloc[start:stop]), batch_size, desc="zero-shot")
+        ]
+        return np.concatenate(feats)
+
+    logits = logit_scale * sharded_rows(len(table), batch_size, share) @ head.T
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from curriculum.config import dataclass_from_args
+from curriculum.distributed import init_process_group
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv
 from data_generation.mining.datasets import load_dataset
 from data_generation.mining.difficulty import NON_SCORE_COLUMNS, base_score_name
@@ -78,8 +79,11 @@ def scorer_options(args, table: pd.DataFrame) -> ScorerOptions:
     )
 
 
-def run_mining(args) -> MiningRun:
+def run_mining(args) -> MiningRun | None:
     """Score every sample of the table the flags name, select the hard ones and write every output; return them.
+
+    Under several processes (torchrun, accelerate, srun) the scorers' forward passes are shared and gathered;
+    every process holds the same scores and only the main process writes: the others return None.
 
     Raises ValueError/KeyError/OSError/RuntimeError naming the flag or file for input that cannot be used.
     """
@@ -89,6 +93,8 @@ def run_mining(args) -> MiningRun:
         if Path(args.data).is_file() and out.resolve() == Path(args.data).resolve():
             raise ValueError(f"{flag} {out} is the input table (--data): it would be overwritten")
     rule = hard_rule(args)
+    # several processes (torchrun, accelerate, srun): the scorers' forward passes are shared and gathered
+    process = init_process_group()
     # 2. the sample table (a tail rule counts a class's images from the loader's train_count when there is one)
     table = load_dataset(
         args.dataset, args.data, args.data_root, args.split, args.train_list, download=getattr(args, "download", False)
@@ -103,6 +109,8 @@ def run_mining(args) -> MiningRun:
     # 4. the rule -> the hard samples
     rule = rule.resolve(scored.columns)
     hard = select_hard(scored, rule)
+    if not process.is_main:  # every process holds the same scores; the main process writes them
+        return None
     # 5. the outputs: hard CSV (DisCL layout), all scores, per-class summary, Spearman table, curriculum state
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}

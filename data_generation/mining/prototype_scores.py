@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from curriculum.distributed import sharded_rows
 from data_generation.mining.difficulty import SampleImages
 
 
@@ -31,9 +32,13 @@ def prototype_distance_scores(table: pd.DataFrame, opts) -> pd.DataFrame:
     if opts.feature_img_size:
         cfg.update(input_size=(3, opts.feature_img_size, opts.feature_img_size), crop_pct=1.0)
     extractor = PretrainedModelExtractor(model, normalize_features=True)
-    features, _ = extractor.extract(
-        SampleImages(table, create_transform(**cfg)), device=opts.device, batch_size=opts.batch_size
-    )
+    transform = create_transform(**cfg)
+
+    def share(start: int, stop: int):  # several processes: each embeds a share of the batches, gathered in order
+        rows = SampleImages(table.iloc[start:stop], transform)
+        return extractor.extract(rows, device=opts.device, batch_size=opts.batch_size)[0]
+
+    features = sharded_rows(len(table), opts.batch_size, share)
     labels = table["label"].to_numpy() if opts.use_labels else None
     protos = fit_prototypes(features, n_clusters=opts.n_clusters, labels=labels, seed=opts.seed)
     return pd.DataFrame(

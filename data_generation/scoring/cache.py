@@ -35,12 +35,14 @@ def file_key(item_id: str, path: str | os.PathLike) -> str:
 
 class EmbeddingCache:
     """Embeddings of one kind (e.g. 'synthetic', 'real', 'text') for one model; `folder=None` keeps them in
-    memory only."""
+    memory only; `write=False` reads the folder but never writes it (the non-main processes of a launch, whose
+    embeddings the main process writes)."""
 
-    def __init__(self, folder: str | os.PathLike | None, kind: str, flush_rows: int = 4096):
+    def __init__(self, folder: str | os.PathLike | None, kind: str, flush_rows: int = 4096, write: bool = True):
         self.folder = Path(folder) / kind if folder is not None else None
         self.kind = kind
         self.flush_rows = flush_rows
+        self.write = write
         self._store: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
         if self.folder is not None and self.folder.is_dir():
@@ -108,7 +110,7 @@ class EmbeddingCache:
             return None
         pending, self._pending = self._pending, {}
         self._store.update(pending)
-        if self.folder is None:
+        if self.folder is None or not self.write:
             return None
         from safetensors.numpy import save_file
 

@@ -36,6 +36,7 @@ from curriculum.contracts import (
     SCORES_FILE,
     SUMMARY_FILE,
 )
+from curriculum.distributed import ProcessInfo, barrier, detect, gather_rows
 from curriculum.images import SourceImageError, load_rgb
 from curriculum.tables import read_class_names, write_csv, write_parquet
 from data_generation.scoring.backends import ClipScorer, default_model, load_scorer
@@ -187,17 +188,23 @@ def embed_image_files(
     num_workers: int = 2,
     what: str = "synthetic",
     progress: bool = True,
+    process: ProcessInfo | None = None,
 ) -> tuple[dict[str, str], int]:
     """Embed the (key, path) items not yet in `cache`, in batches; return ({key: failure reason}, n embedded).
 
     Decoding and preprocessing of the next batches run in `num_workers` threads while the model embeds the
     current one (0 = in this thread). Unreadable or missing files are returned as failures, never raised.
+    Under several processes (`process`), batch k is embedded by process k % world only; after each round of
+    `world` batches the embeddings are gathered, so every process ends with the same cache, and the batches
+    are one process's (the same numbers). The count returned is over all processes.
     """
     todo = [(k, p) for k, p in dict(items).items() if k not in cache]
     errors: dict[str, str] = {}
     if not todo:
         return errors, 0
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    if process is not None and process.distributed:
+        return _embed_rounds(scorer, batches, cache, num_workers, what, progress, process)
     bar = tqdm(total=len(todo), desc=f"embed {what} images", unit="img", disable=not progress)
     n_done = 0
     pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
@@ -230,6 +237,68 @@ def embed_image_files(
             pool.shutdown(wait=True, cancel_futures=True)
         cache.flush()  # whatever was computed survives an interruption
         bar.close()
+    return errors, n_done
+
+
+def _embed_rounds(
+    scorer: ClipScorer,
+    batches: list[list[tuple[str, str]]],
+    cache: EmbeddingCache,
+    num_workers: int,
+    what: str,
+    progress: bool,
+    process: ProcessInfo,
+) -> tuple[dict[str, str], int]:
+    """`embed_image_files` for one of several processes: this process embeds batches rank, rank + world, ...;
+    after each round every process's statuses and embeddings are gathered (collectives, no pickling)."""
+    world, rank = process.world_size, process.rank
+    mine = batches[rank::world]
+    rounds = -(-len(batches) // world)
+    errors: dict[str, str] = {}
+    n_done = n_here = 0
+    bar = tqdm(total=sum(map(len, mine)), desc=f"embed {what} images ({rank + 1}/{world})", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
+
+    def submit(batch):
+        if pool is None:
+            return [_Done(_load_pixels(scorer, p, what)) for _, p in batch]
+        return [pool.submit(_load_pixels, scorer, p, what) for _, p in batch]
+
+    try:
+        ahead = deque(submit(b) for b in mine[:2])
+        for i in range(rounds):
+            batch = mine[i] if i < len(mine) else []
+            futures = ahead.popleft() if batch else []
+            if i + 2 < len(mine):
+                ahead.append(submit(mine[i + 2]))
+            ok, pixels = [], []
+            for (key, _), fut in zip(batch, futures):
+                px, err = fut.result()
+                ok.append(err is None)
+                if err is not None:
+                    errors[key] = err
+                else:
+                    pixels.append(px)
+            emb = scorer.embed_pixels(torch.stack(pixels)) if pixels else np.zeros((0, 0), dtype=np.float32)
+            n_here += len(pixels)
+            # every process's statuses and embeddings of this round, in batch order
+            status = gather_rows(torch.tensor(ok, dtype=torch.float32).reshape(-1, 1)).numpy()[:, 0] > 0.5
+            rows = gather_rows(torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))).numpy()
+            round_items = [item for b in batches[i * world : (i + 1) * world] for item in b]
+            keys = [k for (k, _), good in zip(round_items, status) if good]
+            if keys:
+                cache.put(keys, rows)
+                n_done += len(keys)
+            for (key, path), good in zip(round_items, status):
+                if not good and key not in errors:  # another process's failure: its reason, read again here
+                    errors[key] = _load_pixels(scorer, path, what)[1] or f"{what} image {path}: not embedded"
+            bar.update(len(batch))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        cache.flush()
+        bar.close()
+    log.info("process %d/%d embedded %d of %d %s images", rank + 1, world, n_here, n_done, what)
     return errors, n_done
 
 
@@ -266,13 +335,17 @@ def _model_cache_dir(root: Path, desc: dict) -> Path:
     return root / f"{slug}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
-def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> ScoringResult:
+def score_spectrum(
+    cfg: ScoringConfig, scorer: ClipScorer | None = None, process: ProcessInfo | None = None
+) -> ScoringResult:
     """Score every synthetic image of `cfg.syn_path`, write the outputs and return the result.
 
     Writes to `cfg.output_dir` (default: the generation folder): `clip_scores.parquet` (manifest columns +
     `clip_img_sim, clip_txt_sim, keep, score_status`; thresholds, rule and model in the metadata),
     `manifest-filtered.parquet` (the kept rows), `clip_summary.csv`, `clip_failures.csv` (if any) and, with
     `cfg.plots`, the distribution and spectrum-grid PNGs. `scorer` injects a loaded model (tests, benchmark).
+    Under several processes (`process`, default from the launcher's environment) each embeds its share of the
+    real and synthetic images; the embeddings are gathered, and the main process writes the cache and outputs.
     """
     t0 = time.perf_counter()
     cfg.validate()
@@ -281,15 +354,17 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
     rows = index.rows
     log.info("scoring %d synthetic images from %s", len(rows), index.source)
 
+    process = process or detect()
     if scorer is None:
-        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = process.device(cfg.device)
         model = cfg.clip_model or default_model(cfg.clip_backend)
         scorer = load_scorer(cfg.clip_backend, model, pretrained=cfg.clip_pretrained, device=device, dtype=cfg.dtype)
     desc = scorer.describe()
     cache_root = (
         None if cfg.no_cache else _model_cache_dir(Path(cfg.cache_dir or Path(cfg.syn_path) / "clip_cache"), desc)
     )
-    caches = {kind: EmbeddingCache(cache_root, kind) for kind in ("text", "real", "synthetic")}
+    caches = {kind: EmbeddingCache(cache_root, kind, write=process.is_main) for kind in ("text", "real", "synthetic")}
+    barrier()  # every process has read the cache before the main process adds to it (the same work lists)
     result = ScoringResult(scores=pd.DataFrame(), index=index, scorer=desc)
 
     # 1. prompts, once each
@@ -303,7 +378,7 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
     real_items = [(k, f) for k, f in zip(real_keys, rows["real_file"]) if k]
     n_real = len(dict(real_items))
     real_err, result.embedded["real"] = embed_image_files(
-        scorer, real_items, caches["real"], cfg.batch_size, cfg.num_workers, "real", cfg.progress
+        scorer, real_items, caches["real"], cfg.batch_size, cfg.num_workers, "real", cfg.progress, process
     )
     result.reused["real"] = n_real - result.embedded["real"] - len(real_err)
 
@@ -317,6 +392,7 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
         cfg.num_workers,
         "synthetic",
         cfg.progress,
+        process,
     )
     result.reused["synthetic"] = len(set(syn_keys)) - result.embedded["synthetic"] - len(syn_err)
 
@@ -361,8 +437,8 @@ def score_spectrum(cfg: ScoringConfig, scorer: ClipScorer | None = None) -> Scor
         if s != "ok":
             result.failure_reasons[_short_reason(s)] += 1
 
-    # 5. files
-    result.paths = write_outputs(result, cfg, rows)
+    # 5. files (by the main process: every process holds the same scores)
+    result.paths = write_outputs(result, cfg, rows) if process.is_main else {}
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -145,7 +145,25 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--run_dir", required=True)
     r.add_argument("--epochs", type=int, default=defaults["epochs"])
-    r.add_argument("--batch_size", type=int, default=defaults["batch_size"])
+    r.add_argument(
+        "--batch_size",
+        type=int,
+        default=defaults["batch_size"],
+        help=f"the GLOBAL batch (default {defaults['batch_size']}, the reference's): with several processes each "
+        "takes batch_size / processes (must divide), as the reference's DataParallel split it; the learning rate "
+        "needs no scaling",
+    )
+    r.add_argument(
+        "--batch_per_process",
+        action="store_true",
+        help="make --batch_size the per-process batch instead (global batch = batch_size x processes)",
+    )
+    r.add_argument(
+        "--eval_batch_size",
+        type=int,
+        default=256,
+        help="images per evaluation forward pass (default 256); several processes share each split in whole batches",
+    )
     r.add_argument("--lr", type=float, default=defaults["lr"])
     r.add_argument("--wd", type=float, default=defaults["wd"])
     r.add_argument("--warmup_steps", type=int, default=defaults.get("warmup_steps", 500))
@@ -177,11 +195,16 @@ def add_common_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 
 
 def check_run_flags(args) -> None:
-    """Return None when the optional packages the flags ask for are importable; else raise RuntimeError."""
+    """Return None when the optional packages the flags ask for are importable and the batch splits across the
+    launched processes; else raise RuntimeError / ValueError saying which flag."""
+    from curriculum.distributed import detect
+    from training.trainers.engine import per_process_batch
+
     if args.tensorboard:
         from training.trainers.engine import tensorboard_writer_class
 
         tensorboard_writer_class()
+    per_process_batch(args.batch_size, detect().world_size, args.batch_per_process)
 
 
 def train_config(

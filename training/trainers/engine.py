@@ -10,8 +10,11 @@ the model is evaluated on the evaluation splits, metrics appended to `metrics.cs
 (safetensors + JSON) and the schedule followed appended to `schedule.csv`. `resume=True` continues from the
 last checkpoint and follows the same schedule as an uninterrupted run (every random choice is seeded by
 (seed, epoch): the composition, the global RNGs augmentations draw from, FLYP's prompt templates).
-Under `accelerate launch` every process trains (through the DDP wrapper) and evaluates (on the unwrapped
-model); only the main process writes the run folder.
+Several processes (torchrun, `accelerate launch --multi_gpu`, srun; curriculum.distributed reads the launcher's
+variables): every process trains its slice of each global batch (through the DDP wrapper); `batch_size` is the
+GLOBAL batch (each process takes batch_size / processes, as the reference's DataParallel splits its batch), so
+the learning rate needs no scaling; evaluation is sharded across the processes and gathered (metrics equal to
+one process's); only the main process writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +55,12 @@ class TrainConfig:
 
     run_dir: str
     epochs: int = 20
+    #: the global batch, split across processes (see `batch_per_process`)
     batch_size: int = 256
+    #: True: `batch_size` is per process (global batch = batch_size x processes), as plain DDP scripts count it
+    batch_per_process: bool = False
+    #: synchronise BatchNorm statistics across processes (the global batch's, as one process computes them)
+    sync_bn: bool = False
     lr: float = 1e-5
     weight_decay: float = 0.2
     optimizer: str = "adamw"
@@ -147,6 +156,8 @@ class Task(Protocol):
 
     def prepare_eval(self, model: torch.nn.Module) -> None: ...
 
+    # optional: `set_process(rank, world_size)`, told once before training (FLYP gathers its features)
+
     def split_metrics(self, split: str, y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, float]: ...
 
 
@@ -174,16 +185,51 @@ class RunData:
 
 @torch.no_grad()
 def predict(
-    task: Task, model: torch.nn.Module, items: pd.DataFrame, batch_size: int, device, num_workers: int = 0
+    task: Task,
+    model: torch.nn.Module,
+    items: pd.DataFrame,
+    batch_size: int,
+    device,
+    num_workers: int = 0,
+    shard: bool = True,
 ) -> np.ndarray:
-    """Return softmax class probabilities of `model` on `items` (N x C, float64)."""
+    """Return softmax class probabilities of `model` on `items` (N x C, float64), on every process.
+
+    Under several processes (and `shard`), each evaluates a contiguous, batch-aligned share of `items` and
+    the shares are gathered in order: every item is evaluated once (no DistributedSampler padding to drop),
+    in the same batches as one process, so the result is one process's.
+    """
+    from curriculum.distributed import gather_rows, is_initialized, split_range
+
     model.eval()
     task.prepare_eval(model)
+    many = shard and is_initialized() and torch.distributed.get_world_size() > 1
+    if many:
+        start, stop = split_range(
+            len(items), torch.distributed.get_rank(), torch.distributed.get_world_size(), block=batch_size
+        )
+        items = items.iloc[start:stop]
     loader = torch.utils.data.DataLoader(
         ItemDataset(items, task.eval_transform), batch_size=batch_size, num_workers=num_workers
     )
     out = [torch.softmax(task.class_logits(model, x.to(device)).double(), dim=1).cpu() for x, _, _ in loader]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+    local = torch.cat(out) if out else torch.zeros((0, 0), dtype=torch.float64)
+    return (gather_rows(local) if many else local).numpy()
+
+
+def per_process_batch(batch_size: int, num_processes: int, batch_per_process: bool = False) -> int:
+    """Return the batch one process takes: the global `batch_size` / `num_processes` (ValueError naming both
+    when it does not divide), or `batch_size` itself with `batch_per_process`."""
+    if batch_per_process or num_processes == 1:
+        return batch_size
+    if batch_size % num_processes:
+        near = batch_size - batch_size % num_processes or num_processes
+        raise ValueError(
+            f"--batch_size {batch_size} is the global batch and must be divisible by the {num_processes} processes "
+            f"(each takes batch_size / processes); use e.g. --batch_size {near} "
+            "or --batch_per_process to make --batch_size the per-process batch"
+        )
+    return batch_size // num_processes
 
 
 def items_for_epoch(
@@ -238,10 +284,32 @@ def training_dataset(items: pd.DataFrame, transform: Callable) -> ItemDataset:
     return ItemDataset(items, transform)
 
 
-def trainable_count(n_items: int, batch_size: int) -> int:
-    """Return how many of an epoch's `n_items` are trained on: all, except a last batch of a single item,
-    which is dropped (BatchNorm cannot train on one sample; the epoch is shuffled, so nothing is favoured)."""
-    return n_items - 1 if n_items > 1 and n_items % batch_size == 1 else n_items
+def trainable_count(n_items: int, batch_size: int, num_processes: int = 1) -> int:
+    """Return how many of an epoch's `n_items` are trained on in global batches of `batch_size`.
+
+    All, except: the last (partial) batch is cut to a multiple of `num_processes` (every process takes an equal
+    slice of it: at most processes - 1 items are left out, never padded with repeats), and dropped when a slice
+    would hold a single item (BatchNorm cannot train on one sample), unless it is the epoch's only batch. The
+    epoch is shuffled, so nothing is favoured. One process: only a last batch of one item is dropped.
+    """
+    last = n_items % batch_size
+    if last == 0:
+        return n_items
+    per = last // num_processes
+    keep = per >= 2 or (per == 1 and n_items == last)
+    return n_items - last + (per * num_processes if keep else 0)
+
+
+def process_batches(n_items: int, batch_size: int, rank: int = 0, num_processes: int = 1) -> list[list[int]]:
+    """Return the item indices of process `rank`'s batches over `n_items` (a `trainable_count`) in global
+    batches of `batch_size`: step k's global batch is items [k * batch_size, (k + 1) * batch_size) in order, and
+    each process takes its equal, contiguous slice, so the processes together train exactly one process's
+    batches (the rank order of the slices is the order of the gathered features)."""
+    out = []
+    for start in range(0, n_items, batch_size):
+        size = min(batch_size, n_items - start) // num_processes
+        out.append(list(range(start + rank * size, start + (rank + 1) * size)))
+    return out
 
 
 def epoch_size(data: RunData, level: int, epoch: int, seed: int) -> int:
@@ -291,11 +359,25 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     from accelerate import Accelerator
 
+    from curriculum.distributed import init_process_group
+
     # 1. the run folder, the processes and the resolved config
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    # the launcher's world (torchrun, accelerate, srun: SLURM's ranks are exported for accelerate) before
+    # accelerate, whose own detection reports one process under torchrun on a machine without CUDA
+    process = init_process_group()
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    if accelerator.num_processes != process.world_size:
+        raise RuntimeError(
+            f"accelerate sees {accelerator.num_processes} process(es) but the launcher ({process.launcher}) started "
+            f"{process.world_size}"
+        )
+    batch = per_process_batch(cfg.batch_size, accelerator.num_processes, cfg.batch_per_process)
+    global_batch = batch * accelerator.num_processes
+    if hasattr(task, "set_process"):
+        task.set_process(accelerator.process_index, accelerator.num_processes)
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
     torch.manual_seed(cfg.seed)
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
@@ -303,6 +385,17 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         write_json(resolved_config(cfg, task.name), run / "config.json")
         if data.curriculum_val is not None:  # the held-out images (out of training at every level)
             write_csv(data.curriculum_val, run / "curriculum_val.csv")
+
+    if cfg.sync_bn:
+        from training.trainers.sync_bn import convert_sync_batchnorm
+
+        task.model, n_bn = convert_sync_batchnorm(task.model, accelerator.device)
+        if n_bn == 0:
+            warnings.warn("--sync_bn: the model has no BatchNorm layer; there is nothing to synchronise", stacklevel=2)
+        elif accelerator.num_processes == 1:
+            warnings.warn(
+                f"--sync_bn with one process: its {n_bn} BatchNorm layer(s) already see the whole batch", stacklevel=2
+            )
 
     # 2. optimizer, LR schedule, guidance schedule
     model = task.model
@@ -322,12 +415,14 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     def steps_of(epoch: int, level: int) -> int:
         if (epoch, level) not in sizes:
-            sizes[epoch, level] = trainable_count(epoch_size(data, level, epoch, cfg.seed), cfg.batch_size)
-        return epoch_steps(sizes[epoch, level], cfg.batch_size, nproc, cfg.max_steps_per_epoch)
+            sizes[epoch, level] = trainable_count(
+                epoch_size(data, level, epoch, cfg.seed), global_batch, accelerator.num_processes
+            )
+        return epoch_steps(sizes[epoch, level], global_batch, 1, cfg.max_steps_per_epoch)
 
     # DisCL's iWildCam loop: a curriculum epoch is floor(real caption rows / batch) steps, whatever the stage
-    spe = cfg.curriculum_epoch_steps or max(1, len(data.real) * max(1, data.templates_per_item) // cfg.batch_size)
-    spe = max(1, spe // nproc if not cfg.curriculum_epoch_steps else spe)
+    # (the global batch: one optimizer step covers `global_batch` rows across the processes)
+    spe = cfg.curriculum_epoch_steps or max(1, len(data.real) * max(1, data.templates_per_item) // global_batch)
     spe = min(spe, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else spe
 
     def in_curriculum(epoch: int) -> bool:
@@ -374,21 +469,22 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
         raise ValueError(f"--lr_schedule must be 'exact' or 'reference', got {cfg.lr_schedule!r}")
 
     def make_loader(items: pd.DataFrame, epoch: int):
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(
+        # this process's slices of the global batches (not accelerate's sharding, which pads a short last batch
+        # with repeated items): one optimizer step covers items[k * global_batch : (k + 1) * global_batch]
+        slices = process_batches(len(items), global_batch, accelerator.process_index, nproc)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # seeds the workers' base seed
+        return torch.utils.data.DataLoader(
             training_dataset(items, task.train_transform),
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            drop_last=False,
+            batch_sampler=slices,
             num_workers=cfg.num_workers,
             generator=gen,
         )
-        return accelerator.prepare(loader)
 
     counts = {"items": 0, "synthetic": 0, "losses": []}
 
     def train_batch(x, y, idx, items: pd.DataFrame) -> None:
         nonlocal global_step
+        x, y = x.to(accelerator.device), y.to(accelerator.device)
         rows = items.iloc[idx.tolist()] if torch.is_tensor(idx) else items.iloc[list(idx)]
         counts["last_lr"] = scheduler.get_last_lr()[0]
         with accelerator.autocast():
@@ -442,11 +538,11 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             done = 0
             while done < spe:
                 level = stage["level"]
-                items = items_for_epoch(data, level, stage["no"], cfg.seed, stage["start_step"], cfg.batch_size)
-                items = items.iloc[: trainable_count(len(items), cfg.batch_size)]
+                items = items_for_epoch(data, level, stage["no"], cfg.seed, stage["start_step"], global_batch)
+                items = items.iloc[: trainable_count(len(items), global_batch, nproc)]
                 if items.empty:
                     raise ValueError(f"the curriculum stage at level {level} has no training items")
-                items = items.iloc[stage["offset"] * cfg.batch_size * nproc :]
+                items = items.iloc[stage["offset"] * global_batch :]
                 it = iter(make_loader(items, epoch) if len(items) else [])
                 exhausted = False
                 while done < spe:
@@ -472,8 +568,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             level = schedule.level_at(epoch) if schedule is not None else REAL_LEVEL
             if pass_mode:
                 level = REAL_LEVEL
-            items = items_for_epoch(data, level, epoch, cfg.seed, global_step, cfg.batch_size)
-            items = items.iloc[: trainable_count(len(items), cfg.batch_size)]
+            items = items_for_epoch(data, level, epoch, cfg.seed, global_step, global_batch)
+            items = items.iloc[: trainable_count(len(items), global_batch, nproc)]
             loader = make_loader(items, epoch)
             # the LR schedule's length: this epoch's steps plus the later epochs' (from their composed item
             # counts; an adaptive schedule's future levels are taken as the current one until they are chosen)
@@ -547,8 +643,8 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
             probs = predict(task, unwrapped, split_items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
             for k, v in task.split_metrics(split, probs.argmax(axis=1), split_items["label"].to_numpy()).items():
                 row[k] = v
-        if cfg.log_dynamics and main:
-            _log_dynamics(task, unwrapped, data.real, cfg, accelerator.device, epoch, run)
+        if cfg.log_dynamics:  # every process evaluates its share; the main process writes
+            _log_dynamics(task, unwrapped, data.real, cfg, accelerator.device, epoch, run, write=main)
         row["seconds"] = time.perf_counter() - t0
         metrics_rows.append(row)
         if sched_row is not None:
@@ -640,24 +736,26 @@ def _seed_epoch(seed: int, epoch: int, process: int) -> None:
 
 
 def _true_probs(task: Task, model, items: pd.DataFrame, cfg: TrainConfig, accelerator) -> np.ndarray:
-    """Return the true-class probabilities on `items`, the main process's on every process.
+    """Return the true-class probabilities on `items`, the same array on every process.
 
-    Every process evaluates the same (synchronised) weights; taking the main process's values makes the
-    adaptive schedule's choice identical everywhere even where kernels differ in the last bits.
+    `predict` shards the items and gathers the shares, so every process holds the same gathered numbers and
+    the adaptive schedule's choice is identical everywhere.
     """
-    from accelerate.utils import broadcast
-
     probs = predict(task, model, items, cfg.eval_batch_size, accelerator.device, cfg.num_workers)
-    true = torch.from_numpy(np.ascontiguousarray(probs[np.arange(len(items)), items["label"].to_numpy()]))
-    return broadcast(true.to(accelerator.device), from_process=0).cpu().numpy()
+    return np.ascontiguousarray(probs[np.arange(len(items)), items["label"].to_numpy()])
 
 
-def _log_dynamics(task: Task, model, real: pd.DataFrame, cfg: TrainConfig, device, epoch: int, run: Path) -> None:
-    """Append per-sample true-class probability and correctness of the real training data to dynamics.parquet."""
+def _log_dynamics(
+    task: Task, model, real: pd.DataFrame, cfg: TrainConfig, device, epoch: int, run: Path, write: bool = True
+) -> None:
+    """Append per-sample true-class probability and correctness of the real training data to dynamics.parquet
+    (every process evaluates its share; only `write` processes write)."""
     from training.trainers.data import real_items
 
     items = real_items(real)
     probs = predict(task, model, items, cfg.eval_batch_size, device, cfg.num_workers)
+    if not write:
+        return
     labels = items["label"].to_numpy()
     frame = pd.DataFrame(
         {

@@ -125,6 +125,12 @@ class FLYPTask:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._head: torch.Tensor | None = None
+        self.rank, self.world_size = 0, 1
+
+    def set_process(self, rank: int, world_size: int) -> None:
+        """Train as process `rank` of `world_size`: features are gathered across processes, so the contrastive
+        batch is the global batch, and templates are drawn for the global batch (this process takes its slice)."""
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the template choice for `epoch`, so a resumed run picks the same prompts."""
@@ -137,7 +143,11 @@ class FLYPTask:
         if rows is not None and "template" in rows.columns:
             picks = rows["template"].to_numpy(dtype=np.int64)  # one training row per (image, template)
         else:
-            picks = self._rng.integers(0, len(self.templates), size=len(labels))
+            # one draw per item of the GLOBAL batch on every process (the same stream), this process's slice of
+            # it: the prompts are those of one process training the global batch
+            n = len(labels)
+            picks = self._rng.integers(0, len(self.templates), size=n * self.world_size)
+            picks = picks[self.rank * n : (self.rank + 1) * n]
         return [self.templates[t].format(name=self.class_names[int(y)]) for t, y in zip(picks, labels.tolist())]
 
     def training_loss(self, model, images: torch.Tensor, labels: torch.Tensor, rows=None) -> torch.Tensor:
@@ -145,7 +155,9 @@ class FLYPTask:
         row (`rows["template"]`, DisCL's one row per caption) or, without it, a seeded random template.
 
         One call of the model's forward (open_clip: image and text features and the exp'ed logit scale), so
-        a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it.
+        a DistributedDataParallel wrapper, which exposes only forward, trains and synchronises it. Under several
+        processes every process's features join the logits (gathered with their gradients), so the negatives
+        are the whole global batch, as in one process (the reference's DataParallel).
         """
         tokens = self.tokenizer(self._texts(labels, rows)).to(images.device)
         out = model(images, tokens)
@@ -153,7 +165,7 @@ class FLYPTask:
             image_emb, text_emb, scale = out["image_features"], out["text_features"], out["logit_scale"]
         else:
             image_emb, text_emb, scale = out[0], out[1], out[2]
-        return contrastive_loss(image_emb, text_emb, scale)
+        return contrastive_loss(image_emb, text_emb, scale, rank=self.rank, world_size=self.world_size)
 
     @torch.no_grad()
     def prepare_eval(self, model) -> None:

@@ -34,14 +34,25 @@ def log_class_prior(counts: torch.Tensor) -> torch.Tensor:
     return (counts / counts.sum()).log().float()
 
 
-def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
     """Return CLIP's symmetric InfoNCE over a batch of matched (image, text) pairs (FLYP's fine-tuning loss).
 
     Embeddings are L2-normalised here; pair i is the positive of row and column i, every other entry of
-    the batch a negative (as in FLYP, also the prompts of the same class).
+    the batch a negative (as in FLYP, also the prompts of the same class). With `world_size` > 1 (inside a
+    torch.distributed group) the batch is the GLOBAL one: open_clip's ClipLoss gathers every process's
+    features with their gradients (`gather_with_grad=True`) and each process computes the loss over all
+    pairs (`local_loss=False`), so the value is one process's on the global batch, and DDP's gradient
+    average is its gradient (each process's features receive the gradient of every process's loss).
     """
     image_emb = F.normalize(image_emb, dim=-1)
     text_emb = F.normalize(text_emb, dim=-1)
+    if world_size > 1:
+        from open_clip.loss import ClipLoss
+
+        loss = ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=world_size)
+        return loss(image_emb, text_emb, logit_scale)
     logits = logit_scale * image_emb @ text_emb.t()
     target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
