@@ -65,8 +65,8 @@ def run_gene_img(argv: list[str], record: dict) -> int:
 def _record_losses(task_cls, record: dict) -> None:
     orig = task_cls.training_loss
 
-    def training_loss(self, model, images, labels):
-        loss = orig(self, model, images, labels)
+    def training_loss(self, model, images, labels, **kw):  # kw: FLYP's item rows
+        loss = orig(self, model, images, labels, **kw)
         record["losses"].append(float(loss.detach()))
         return loss
 
@@ -80,13 +80,13 @@ def run_flyp(argv: list[str], clip_cfg: str, record: dict) -> int:
     from training.trainers import flyp
 
     open_clip.add_model_config(clip_cfg)
-    orig_load = finetune_flyp.load_open_clip
+    orig_load = flyp.load_open_clip
 
     def load_without_augmentation(*args, **kwargs):
         model, _train_tf, eval_tf, tok = orig_load(*args, **kwargs)
         return model, eval_tf, eval_tf, tok
 
-    finetune_flyp.load_open_clip = load_without_augmentation
+    flyp.load_open_clip = load_without_augmentation
     record["losses"] = []
     _record_losses(flyp.FLYPTask, record)
     return finetune_flyp.main(argv)

@@ -202,7 +202,7 @@ def test_flyp_two_processes_of_8_equal_one_process_of_16(iwildcam, tmp_path, mon
     from training import finetune_flyp
     from training.trainers import flyp
 
-    orig_load, losses = finetune_flyp.load_open_clip, []
+    orig_load, losses = flyp.load_open_clip, []
 
     def load_without_augmentation(*args, **kwargs):  # as the driver does: no random crop
         model, _train_tf, eval_tf, tok = orig_load(*args, **kwargs)
@@ -210,12 +210,12 @@ def test_flyp_two_processes_of_8_equal_one_process_of_16(iwildcam, tmp_path, mon
 
     orig_loss = flyp.FLYPTask.training_loss
 
-    def training_loss(self, model, images, labels):
-        loss = orig_loss(self, model, images, labels)
+    def training_loss(self, model, images, labels, **kw):  # kw: FLYP's item rows
+        loss = orig_loss(self, model, images, labels, **kw)
         losses.append(float(loss.detach()))
         return loss
 
-    monkeypatch.setattr(finetune_flyp, "load_open_clip", load_without_augmentation)
+    monkeypatch.setattr(flyp, "load_open_clip", load_without_augmentation)
     monkeypatch.setattr(flyp.FLYPTask, "training_loss", training_loss)
     monkeypatch.setattr(torch.optim, "AdamW", torch.optim.SGD)
     one, two = tmp_path / "one", tmp_path / "two"
@@ -275,8 +275,8 @@ def test_train_lt_sync_bn_two_processes_of_8_equal_one_process_of_16(imagenet_lt
     losses = []
     orig_loss = classifier.ClassifierTask.training_loss
 
-    def training_loss(self, model, images, labels):
-        loss = orig_loss(self, model, images, labels)
+    def training_loss(self, model, images, labels, **kw):  # kw: FLYP's item rows
+        loss = orig_loss(self, model, images, labels, **kw)
         losses.append(float(loss.detach()))
         return loss
 
