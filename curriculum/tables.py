@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +41,61 @@ class TableError(ValueError):
 
 # --------------------------------------------------------------------------------------------------------
 # reading
+TRUE_STRINGS = frozenset({"true", "1", "yes", "y", "t"})
+FALSE_STRINGS = frozenset({"false", "0", "no", "n", "f", ""})
+
+
+def parse_bool_column(values: pd.Series, path: str | os.PathLike, column: str) -> pd.Series:
+    """Return `values` (a keep/hard/correct column of the file at `path`) as a strict boolean Series.
+
+    Booleans stay as they are; the integers 0/1 and the strings true/false, 1/0, yes/no, t/f, y/n (any case,
+    surrounding spaces ignored; an empty cell is False) are mapped. Anything else - "maybe", 2, NaN in a
+    numeric column - is a TableError naming the file, column and row: a CSV's "False" must never be truthy.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype(bool)
+    out = []
+    for i, v in enumerate(values.tolist()):
+        if isinstance(v, (bool, np.bool_)):
+            out.append(bool(v))
+            continue
+        if isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)):
+            if v in (0, 1):
+                out.append(bool(v))
+                continue
+        elif isinstance(v, str):
+            key = v.strip().lower()
+            if key in TRUE_STRINGS or key in FALSE_STRINGS:
+                out.append(key in TRUE_STRINGS)
+                continue
+        elif v is None:
+            out.append(False)
+            continue
+        raise TableError(
+            f"{path}: row {i + 1}: column {column!r} must be a boolean (true/false, 1/0, yes/no), got {v!r}"
+        )
+    return pd.Series(out, index=values.index, dtype=bool, name=values.name)
+
+
+def check_labels(labels: pd.Series, path: str | os.PathLike, n_classes: int | None = None, column: str = "label"):
+    """Return `labels` as int64 after checking each is an integer in [0, n_classes) (>= 0 when n_classes is None).
+
+    Non-numbers, fractions, values past int64 (1e30) and negatives are a TableError naming the file and row.
+    """
+    raw = labels.reset_index(drop=True)
+    num = pd.to_numeric(raw, errors="coerce")
+    hi = float(n_classes) if n_classes is not None else float(2**62)
+    bad = num.isna() | (num != num.round()) | ~np.isfinite(num)
+    rng = ""
+    if not bad.any():
+        bad = (num < 0) | (num >= hi)
+        rng = f" in [0, {n_classes})" if n_classes is not None else " >= 0 (and below 2**62)"
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise TableError(f"{path}: row {row + 1}: column {column!r} must be an integer{rng}, got {raw.iloc[row]!r}")
+    return pd.Series(num.to_numpy().astype("int64"), index=labels.index, name=labels.name)
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Return the CSV or Parquet file at `path` as a DataFrame (raises TableError if missing/unreadable)."""
     path = Path(path)
@@ -176,12 +232,9 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             raise TableError(f"{path}: row {row + 1}: empty '{col}'")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | (labels != labels.round())
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise TableError(f"{path}: row {row + 1}: column 'label' must be an integer, got {df['label'].iloc[row]!r}")
-    df["label"] = labels.astype("int64")
+    df["label"] = check_labels(df["label"], path).to_numpy()
+    if "hard" in df.columns:
+        df["hard"] = parse_bool_column(df["hard"], path, "hard").to_numpy()
     df["sample_id"] = df["sample_id"].astype(str).str.strip()
     df["filepath"] = df["filepath"].astype(str).str.strip()
     df["label_name"] = df["label_name"].fillna("").astype(str).str.strip()

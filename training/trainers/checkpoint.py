@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from curriculum.tables import atomic_path, write_json
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded (truncated weights, corrupt state.json); the message names it."""
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -52,25 +57,68 @@ def save_checkpoint(
     (scale, growth tracker, factors: plain numbers) goes to state.json.
     """
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp, old = _tmp_of(folder), _old_of(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    meta: dict = {"extra": extra or {}, "torch_rng": torch.get_rng_state().tolist()}
-    if optimizer is not None:
-        tensors, rest = _split_optimizer(optimizer.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        meta["optimizer"] = rest
-    if scheduler is not None:
-        meta["scheduler"] = scheduler.state_dict()
-    if scaler is not None:
-        meta["scaler"] = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}
-    write_json(meta, tmp / "state.json")
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        meta: dict = {"extra": extra or {}, "torch_rng": torch.get_rng_state().tolist()}
+        if optimizer is not None:
+            tensors, rest = _split_optimizer(optimizer.state_dict())
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            meta["optimizer"] = rest
+        if scheduler is not None:
+            meta["scheduler"] = scheduler.state_dict()
+        if scaler is not None:
+            meta["scaler"] = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}
+        write_json(meta, tmp / STATE_FILE)  # written last: a temporary folder with state.json is complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: the previous checkpoint stays as it is
+        raise
+    # the previous checkpoint is moved aside, not deleted, until the new one is in place: a kill between the
+    # two renames leaves a complete `.last.tmp` (and `.last.old`) that recover_checkpoint puts back
+    shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
-        shutil.rmtree(folder)
+        folder.rename(old)
     tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+STATE_FILE = "state.json"
+
+
+def _tmp_of(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.tmp")
+
+
+def _old_of(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.old")
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / STATE_FILE).is_file()
+
+
+def recover_checkpoint(folder: str | Path) -> Path | None:
+    """Return the checkpoint folder to resume from, after finishing a save that a kill interrupted; None if none.
+
+    `folder` itself when complete; else the complete new temporary checkpoint (a kill came after it was written
+    but before the rename), else the previous one moved aside - renamed into place. Incomplete leftovers of a
+    killed save are removed.
+    """
+    folder = Path(folder)
+    tmp, old = _tmp_of(folder), _old_of(folder)
+    if not _complete(folder):
+        for candidate in (tmp, old):
+            if _complete(candidate):
+                shutil.rmtree(folder, ignore_errors=True)
+                candidate.rename(folder)
+                break
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return folder if folder.is_dir() else None
 
 
 def load_checkpoint(
@@ -85,10 +133,20 @@ def load_checkpoint(
     folder = Path(folder)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint (no model.safetensors)")
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    meta = json.loads((folder / "state.json").read_text())
-    if optimizer is not None and "optimizer" in meta:
-        optimizer.load_state_dict(_join_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"]))
+    try:
+        meta = json.loads((folder / STATE_FILE).read_text())
+        weights = load_file(str(folder / "model.safetensors"))
+        has_opt = optimizer is not None and "optimizer" in meta
+        opt = load_file(str(folder / "optimizer.safetensors")) if has_opt else None
+        meta["extra"], meta["torch_rng"]  # noqa: B018  (a state.json without them is not ours)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise CheckpointError(
+            f"{folder}: the checkpoint is damaged ({type(err).__name__}: {err}); restore it, or move it away "
+            "and rerun with --resume to start the run over"
+        ) from None
+    model.load_state_dict(weights)
+    if opt is not None:
+        optimizer.load_state_dict(_join_optimizer(opt, meta["optimizer"]))
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict(meta["scheduler"])
     if scaler is not None and meta.get("scaler"):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps
 
 from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, guidance_level
-from curriculum.tables import read_parquet_metadata, read_sample_table, read_table
+from curriculum.tables import check_labels, parse_bool_column, read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
 ITEM_COLUMNS = ["item_id", "sample_id", "path", "label", "level", "source"]
@@ -37,7 +37,7 @@ def load_real(
         if df.empty:
             raise ValueError(f"{table_path}: no rows with split == {split!r}")
     if hard_column in df.columns:
-        df["hard"] = df[hard_column].astype(str).str.lower().isin({"1", "true", "yes"})
+        df["hard"] = parse_bool_column(df[hard_column], table_path, hard_column).to_numpy()
     else:
         df["hard"] = False
     return df
@@ -56,20 +56,20 @@ def load_synthetic(
     a class of the real data is an error naming it; levels below `min_level` are left out.
     """
     manifest = Path(manifest)
-    df = read_table(manifest) if manifest.suffix != ".parquet" else pd.read_parquet(manifest)
+    df = read_table(manifest)
     need = {"synthetic_id", "sample_id", "label", "strength", "path"}
     missing = need - set(df.columns)
     if missing:
         raise ValueError(f"{manifest}: not a synthetic manifest, missing column(s) {sorted(missing)}")
-    if "keep" in df.columns:
-        df = df[df["keep"].astype(bool)]
+    if "keep" in df.columns:  # strictly: a CSV's (or a string column's) "False" is False
+        df = df[parse_bool_column(df["keep"], manifest, "keep").to_numpy()]
     if syn_root is None:
         meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
         syn_root = meta.get("syn_path") or meta.get("config", {}).get("output_path") or manifest.parent
         if not Path(syn_root).is_dir():
             syn_root = manifest.parent
     df = df.copy()
-    df["label"] = df["label"].astype("int64")
+    df["label"] = check_labels(df["label"], manifest).to_numpy()
     df["level"] = [guidance_level(s) for s in df["strength"].astype(float)]
     df["path"] = [str(p if Path(p).is_absolute() else Path(syn_root) / p) for p in df["path"]]
     if known_labels is not None:
