@@ -346,21 +346,66 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        follow_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Atomically write `df` to Parquet with `metadata` (JSON) in the schema; return the path."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give a file made by `tempfile.mkstemp` (always mode 0600) the mode any other tool's file gets: 0666 & ~umask."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def write_parquets(items: list[tuple[pd.DataFrame, str | os.PathLike, Mapping[str, Any] | None]]) -> list[Path]:
+    """Write several Parquet files as one unit: every file to a temporary name first, then all renamed in order.
+
+    A failure while writing leaves every target as it was. Return the paths.
+    """
+    with contextlib.ExitStack() as stack:
+        tmps = []
+        for df, path, metadata in items:
+            tmp = stack.enter_context(_deferred_path(Path(path)))
+            _write_parquet_file(df, tmp, metadata)
+            tmps.append(tmp)
+        for tmp, (_, path, _) in zip(tmps, items):
+            follow_umask(tmp)
+            os.replace(tmp, path)
+    return [Path(p) for _, p, _ in items]
+
+
+@contextlib.contextmanager
+def _deferred_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` that is removed on exit unless it was renamed away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_parquet_file(df: pd.DataFrame, path: Path, metadata: Mapping[str, Any] | None) -> None:
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     if metadata is not None:
         meta = dict(table.schema.metadata or {})
         meta[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(meta)
+    pq.write_table(table, path)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write `df` to Parquet with `metadata` (JSON) in the schema; return the path."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        _write_parquet_file(df, tmp, metadata)
     return Path(path)
 
 

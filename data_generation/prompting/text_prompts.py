@@ -82,6 +82,10 @@ class EndpointRefusedKey(RuntimeError):
     way, so the run stops at once (the classes finished so far stay saved)."""
 
 
+class EndpointUnreachable(RuntimeError):
+    """The prompt server cannot be reached or did not answer within the timeout (every class would fail alike)."""
+
+
 @LANGUAGE_MODELS.register("openai")
 @dataclass
 class OpenAIChat:
@@ -129,6 +133,13 @@ class OpenAIChat:
                     f"{'' if key else ' (not set)'} or --api_key_env"
                 ) from err
             raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            # no answer at all (refused connection, unknown host, --timeout passed): the next class would wait
+            # the same, so the run stops here instead of waiting --timeout x tries x classes
+            raise EndpointUnreachable(
+                f"{self.base_url()} did not answer within --timeout {self.timeout:g}s "
+                f"({getattr(err, 'reason', err)}); check --api_base or the server"
+            ) from err
         return data["choices"][0]["message"]["content"]
 
 
@@ -194,7 +205,19 @@ def generate_prompt_file(
     `max_tries` times, then the class is reported as failed and nothing is saved for it.
     """
     out_json = Path(out_json)
-    data: dict[str, list[str]] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    data: dict[str, list[str]] = {}
+    if out_json.is_file():
+        try:
+            data = json.loads(out_json.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"--prompt_json {out_json}: the existing file is not valid JSON ({err}); fix it or move it away "
+                "(it is resumed, never overwritten)"
+            ) from None
+        if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
+        ):
+            raise ValueError(f"--prompt_json {out_json}: the existing file is not a {{class: [prompt, ...]}} map")
     run = PromptRun()
     for name in tqdm(list(dict.fromkeys(class_names)), desc="prompts", unit="class", disable=not progress):
         if name in data:
@@ -204,8 +227,8 @@ def generate_prompt_file(
         for _ in range(max_tries):
             try:
                 good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
-            except EndpointRefusedKey:
-                raise  # a refused key fails every class alike: stop now, keep what is saved
+            except (EndpointRefusedKey, EndpointUnreachable):
+                raise  # a refused key or a dead server fails every class alike: stop now, keep what is saved
             except Exception as err:  # network or model errors: counted, retried
                 good, why = None, f"{type(err).__name__}: {err}"
             if good is not None:

@@ -60,6 +60,9 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    mask_bits = os.umask(0)
+    os.umask(mask_bits)
+    os.chmod(tmp, 0o777 & ~mask_bits)  # mkdtemp makes 0700; the checkpoint follows the umask like any folder
     try:
         _save(unet.state_dict(), tmp / "unet.safetensors")
         ema_sd = ema.state_dict()

@@ -42,13 +42,16 @@ class PixelDataset:
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Return the image at `path` as RGB, center-cropped to a square and resized to size×size (bicubic), as an
     HxWx3 float32 array in [-1, 1] (the crop pixel-ddpm applies to generation sources, so never squashed)."""
-    from curriculum.images import center_crop_to_aspect
+    from curriculum.images import SourceImageError, center_crop_to_aspect, load_rgb
 
-    with Image.open(path) as im:
-        im = center_crop_to_aspect(im.convert("RGB"), (size, size))
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    try:
+        im = load_rgb(path)  # the one reader: EXIF orientation applied, 16-bit data scaled
+    except SourceImageError as err:
+        raise ValueError(f"--data: {err}") from None
+    im = center_crop_to_aspect(im, (size, size))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BICUBIC)
+    return np.asarray(im, dtype=np.float32) / 127.5 - 1.0
 
 
 def _stack(paths: list[str], size: int) -> torch.Tensor:

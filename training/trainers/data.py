@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from curriculum.guidance import ALL_LEVELS, REAL_LEVEL, guidance_level
+from curriculum.images import SourceImageError, load_rgb
 from curriculum.tables import check_labels, parse_bool_column, read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
@@ -63,8 +64,9 @@ def load_synthetic(
         raise ValueError(f"{manifest}: not a synthetic manifest, missing column(s) {sorted(missing)}")
     if "keep" in df.columns:  # strictly: a CSV's (or a string column's) "False" is False
         df = df[parse_bool_column(df["keep"], manifest, "keep").to_numpy()]
+    meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
+    check_scoring_unit(manifest, meta)
     if syn_root is None:
-        meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
         syn_root = meta.get("syn_path") or meta.get("config", {}).get("output_path") or manifest.parent
         if not Path(syn_root).is_dir():
             syn_root = manifest.parent
@@ -81,6 +83,25 @@ def load_synthetic(
                 "which is not a class of the real training data"
             )
     return df[df["level"] >= min_level].reset_index(drop=True)
+
+
+#: comp_clip_scores's two outputs, written as one unit with the same `scoring_id` in their metadata
+SCORING_UNIT = ("clip_scores.parquet", "manifest-filtered.parquet")
+
+
+def check_scoring_unit(manifest: Path, meta: dict) -> None:
+    """Return None unless `manifest` is one of comp_clip_scores's two outputs and its sibling carries another
+    `scoring_id` (a kill between their renames): then raise ValueError naming both and the fix."""
+    if manifest.name not in SCORING_UNIT or "scoring_id" not in meta:
+        return
+    other = manifest.with_name(SCORING_UNIT[1 - SCORING_UNIT.index(manifest.name)])
+    if other.is_file():
+        theirs = read_parquet_metadata(other).get("scoring_id")
+        if theirs is not None and theirs != meta["scoring_id"]:
+            raise ValueError(
+                f"{manifest} and {other} come from different comp_clip_scores runs (scoring_id {meta['scoring_id']} "
+                f"vs {theirs}; an interrupted run?): rerun comp_clip_scores on that folder"
+            )
 
 
 def curriculum_validation_split(
@@ -153,12 +174,11 @@ def check_images_exist(paths: Sequence[str], where: str, show: int = 3) -> None:
 
 
 def load_image(path: str) -> Image.Image:
-    """Return the image at `path` as RGB (EXIF rotation applied); raises with the path when unreadable."""
+    """Return the image at `path` as 8-bit RGB through curriculum.images.load_rgb (EXIF rotation applied,
+    16-bit data scaled, not clipped to white); raises OSError naming the path when it is missing or unreadable."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except Exception as err:
+        return load_rgb(path)
+    except SourceImageError as err:
         raise OSError(f"cannot read training image {path}: {err}") from err
 
 
