@@ -212,9 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
     config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
-    res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
-    write_csv(res.summary, summary_path)
+    try:
+        res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
+        write_csv(res.summary, summary_path)
+    except OSError as err:  # a read-only or missing output folder, a full disk
+        print(f"mine_hard: error: cannot write the outputs (--output_csv/--scores_parquet): {err}", file=sys.stderr)
+        return 2
     print(f"rule: {rule.describe()}")
     print(f"hard: {int(hard.sum())} of {len(hard)} samples -> {res.hard_csv} ({layout} layout)")
     print(res.summary.head(20).to_string(index=False))
