@@ -210,3 +210,50 @@ def test_a_dead_prompt_server_costs_one_timeout(tmp_path, capsys):
     assert "did not answer within --timeout 0.5s" in err and "saved in" in err
     assert elapsed < 0.5 * 3  # one request's timeout, not --timeout x --max_tries x classes
     assert json.loads((tmp_path / "prompts.json").read_text()) == {"cat": ["a cat " * 20]}
+
+
+def test_damaged_diffusion_checkpoints_are_one_line_errors(tmp_path, capsys):
+    from training import train_diffusion
+
+    root = tmp_path / "folder"
+    g = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(g.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    out = tmp_path / "run"
+    argv = [
+        "--data", str(root), "--output_dir", str(out), "--image_size", "16", "--block_out_channels", "16", "32",
+        "--batch_size", "4", "--stage_starts", "0.5", "0", "--stage_epochs", "1", "1", "--sample_steps", "2",
+        "--samples_per_class", "1", "--no_progress", "--device", "cpu",
+    ]  # fmt: skip
+    assert train_diffusion.main(argv + ["--stop_after_epoch", "1"]) == 0
+    ckpt = out / "checkpoints" / "epoch-0001"
+    raw = (ckpt / "unet.safetensors").read_bytes()
+    (ckpt / "unet.safetensors").write_bytes(raw[: len(raw) // 3])
+    assert train_diffusion.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt}: the checkpoint is damaged" in err and "--no_resume" in err
+    (ckpt / "unet.safetensors").write_bytes(raw)
+    (ckpt / "state.json").write_text("{")
+    assert train_diffusion.main(argv) == 2
+    assert f"{ckpt / 'state.json'}: the checkpoint is damaged" in capsys.readouterr().err
+
+
+def test_mine_hard_unwritable_outputs_are_one_line_errors(tmp_path, capsys):
+    from data_generation import mine_hard
+
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+        rows.append({"sample_id": f"s{i}", "filepath": f"imgs/{i}.png", "label": i % 2, "label_name": "ab"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "afile").write_text("x")  # a path below a regular file cannot be created (even by root)
+    argv = [
+        "--dataset", "table", "--data", str(tmp_path / "t.csv"), "--data_root", str(tmp_path), "--scorers", "random",
+        "--output_csv", str(tmp_path / "afile" / "h.csv"), "--scores_parquet", str(tmp_path / "afile" / "s.parquet"),
+    ]  # fmt: skip
+    assert mine_hard.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mine_hard: error: cannot write the outputs") and "afile" in err
