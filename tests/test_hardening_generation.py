@@ -150,3 +150,31 @@ def test_template_check_is_used_by_the_library_too(tmp_path, value):
     cfg = GenerationConfig(data_csv="x", output_path=str(tmp_path), prompt_template=value)
     with pytest.raises(ValueError, match="--prompt_template"):
         cfg.validate()
+
+
+def test_a_shard_removes_only_its_own_temporary_files(tmp_path, tiny_sd_dir):
+    table = _table(tmp_path, ids=("img0", "img1"))
+    folder = tmp_path / "out" / "cat" / "Strength50_guidance100_seed1"
+    folder.mkdir(parents=True)
+    mine, theirs = folder / ".img0.jpg.k1ll3d.tmp", folder / ".img9.jpg.inflight.tmp"
+    mine.write_bytes(b"half")
+    theirs.write_bytes(b"another shard's write in progress")
+    own_manifest = tmp_path / "out" / ".manifest-part1-of-2.parquet.k1ll3d.tmp"
+    other_manifest = tmp_path / "out" / ".manifest-part2-of-2.parquet.inflight.tmp"
+    own_manifest.write_bytes(b"x")
+    other_manifest.write_bytes(b"x")
+    cfg = GenerationConfig(
+        data_csv=str(table),
+        output_path=str(tmp_path / "out"),
+        data_root=str(tmp_path),
+        model_id=str(tiny_sd_dir),
+        strengths=[0.5],
+        seeds=[1],
+        steps=2,
+        part=1,
+        total_parts=2,
+        progress=False,
+    )
+    assert run_generation(cfg).generated == 1
+    assert not mine.exists() and not own_manifest.exists()
+    assert theirs.exists() and other_manifest.exists()

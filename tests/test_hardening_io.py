@@ -229,11 +229,14 @@ def test_damaged_diffusion_checkpoints_are_one_line_errors(tmp_path, capsys):
     ]  # fmt: skip
     assert train_diffusion.main(argv + ["--stop_after_epoch", "1"]) == 0
     ckpt = out / "checkpoints" / "epoch-0001"
+    (out / "checkpoints" / ".epoch-0002.k1ll3d").mkdir()  # a save killed half-way
+    (out / "checkpoints" / ".epoch-0002.k1ll3d" / "unet.safetensors").write_bytes(b"half")
     raw = (ckpt / "unet.safetensors").read_bytes()
     (ckpt / "unet.safetensors").write_bytes(raw[: len(raw) // 3])
     assert train_diffusion.main(argv) == 2
     err = capsys.readouterr().err
     assert f"{ckpt}: the checkpoint is damaged" in err and "--no_resume" in err
+    assert not (out / "checkpoints" / ".epoch-0002.k1ll3d").exists()  # cleaned on the next run
     (ckpt / "unet.safetensors").write_bytes(raw)
     (ckpt / "state.json").write_text("{")
     assert train_diffusion.main(argv) == 2

@@ -68,6 +68,7 @@ def test_a_kill_between_checkpoint_renames_and_after_a_metrics_row_resumes_to_th
     metrics, schedule = pd.read_csv(b / "metrics.csv"), pd.read_csv(b / "schedule.csv")
     pd.concat([metrics, metrics.tail(1).assign(epoch=2)]).to_csv(b / "metrics.csv", index=False)
     pd.concat([schedule, schedule.tail(1).assign(epoch=2)]).to_csv(b / "schedule.csv", index=False)
+    (b / ".metrics.csv.k1ll3d.tmp").write_text("half a row")  # a killed atomic write's leftover
     assert train_lt.main(_argv(lt, b, "--resume")) == 0
     mb = pd.read_csv(b / "metrics.csv")
     assert mb["epoch"].tolist() == [0, 1, 2]  # not restarted at epoch 0, no duplicated epoch
@@ -77,6 +78,7 @@ def test_a_kill_between_checkpoint_renames_and_after_a_metrics_row_resumes_to_th
     wa, wb = load_file(str(a / "final_model.safetensors")), load_file(str(b / "final_model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not (ckpt / ".last.tmp").exists() and not (ckpt / ".last.old").exists()
+    assert not list(b.glob(".*.tmp"))  # cleaned on the next run
 
 
 def test_checkpoint_recovery_and_damaged_checkpoints(tmp_path):

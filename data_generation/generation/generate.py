@@ -154,6 +154,11 @@ def manifest_name(part: int, total_parts: int) -> str:
     return f"manifest-part{part}-of-{total_parts}.parquet"
 
 
+def failures_name(part: int, total_parts: int) -> str:
+    """Return the file name of a shard's failures CSV."""
+    return f"failures-part{part}-of-{total_parts}.csv"
+
+
 def _short_reason(message: str) -> str:
     """Collapse a failure message to a reason category for the summary counts."""
     for key in (
@@ -304,8 +309,13 @@ def run_generation(
     # (atomic writes: `.{name}.*.tmp`) never count as done; remove the ones in this shard's folders.
     # A folder that resolves outside the output folder (a symlinked class folder) is never written to nor
     # cleaned: its variants are failures, counted like any other unsafe name.
+    # Only this shard's own temporary files are removed (`.{its image}.*.tmp`): shards share class folders, and
+    # another shard's temporary file may be in flight.
     outside: set[Path] = set()
-    for folder in {(out / p).parent for p in plan["path"]}:
+    files_by_folder: dict[Path, set[str]] = defaultdict(set)
+    for p in plan["path"]:
+        files_by_folder[(out / p).parent].add(Path(p).name)
+    for folder, names in files_by_folder.items():
         try:
             ensure_inside(out, folder / "x")
         except UnsafeNameError as err:
@@ -313,6 +323,10 @@ def run_generation(
             log.error("%s", err)
             continue
         for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if stale.name[1:].rsplit(".", 2)[0] in names:
+                stale.unlink(missing_ok=True)
+    for own in (manifest_name(part, total), failures_name(part, total)):
+        for stale in out.glob(f".{own}.*.tmp"):
             stale.unlink(missing_ok=True)
     if outside:
         bad = plan["path"].map(lambda p: (out / p).parent in outside).to_numpy()
@@ -450,7 +464,7 @@ def run_generation(
 
     flush()
     if failures:
-        fail_path = out / manifest_name(part, total).replace("manifest-", "failures-").replace(".parquet", ".csv")
+        fail_path = out / failures_name(part, total)
         summary.failures_path = str(write_csv(pd.DataFrame(failures), fail_path))
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -55,7 +55,12 @@ from curriculum.timestep import (
     make_timestep_sampler,
 )
 from training.diffusion.channel_mask import BottleneckMask, bottleneck_channels, bottleneck_zero_fraction
-from training.diffusion.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.diffusion.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from training.diffusion.data import PixelDataset, load_pixel_dataset
 
 log = logging.getLogger(__name__)
@@ -315,6 +320,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     total_steps = steps_per_epoch * schedule.total_epochs
     start_epoch, global_step, history, stage_rows = 0, 0, [], []
     resumed_from = None
+    if accelerator.is_main_process:  # leftovers of a killed run's atomic writes are never reused
+        remove_stale_temporaries(run_dir)
+    accelerator.wait_for_everyone()
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
         try:

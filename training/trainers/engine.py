@@ -226,6 +226,9 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
     check_run_dir(run, resolved_config(cfg, task.name), cfg.resume)
     accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes to it
+    if main:  # temporary files of a killed run's atomic writes (metrics.csv, best_model, ...): never reused
+        for stale in run.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
