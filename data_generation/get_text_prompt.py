@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hint", default="", help="context for the model, e.g. 'camera-trap photos'")
     p.add_argument("--max_tries", type=int, default=3)
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="ask every class again, even those in an existing --prompt_json made with other settings "
+        "(a resume with changed --backend/--model/--n_prompts/--min_words/--hint is refused without it)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=60.0,
@@ -96,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             min_words=args.min_words,
             hint=args.hint,
             max_tries=args.max_tries,
+            settings={
+                "backend": args.backend,
+                "model": args.model,
+                "n_prompts": args.n_prompts,
+                "min_words": args.min_words,
+                "hint": args.hint,
+            },
+            overwrite=args.overwrite,
         )
     except (EndpointRefusedKey, EndpointUnreachable) as err:
         print(

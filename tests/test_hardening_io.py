@@ -260,3 +260,26 @@ def test_mine_hard_unwritable_outputs_are_one_line_errors(tmp_path, capsys):
     assert mine_hard.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("mine_hard: error: cannot write the outputs") and "afile" in err
+
+
+def test_prompt_file_resume_with_changed_settings_is_refused(tmp_path):
+    from data_generation.prompting.text_prompts import generate_prompt_file, settings_path
+
+    def ask(prompt):
+        return json.dumps([f"scene {i} with many words in it for the check" for i in range(3)])
+
+    out = tmp_path / "prompts.json"
+    settings = {"backend": "fake", "model": None, "n_prompts": 2, "min_words": 5, "hint": ""}
+    run = generate_prompt_file(["cat"], out, ask, n=2, min_words=5, progress=False, settings=settings)
+    assert run.written == 1 and json.loads(settings_path(out).read_text()) == settings
+    before = out.read_text()
+    changed = dict(settings, n_prompts=3, hint="camera trap")
+    with pytest.raises(ValueError, match=r"other settings \(--hint '' -> 'camera trap', --n_prompts 2 -> 3\)"):
+        generate_prompt_file(["cat", "dog"], out, ask, n=3, min_words=5, progress=False, settings=changed)
+    assert out.read_text() == before
+    # the same settings resume (dog is added, cat kept); --overwrite asks every class again
+    run = generate_prompt_file(["cat", "dog"], out, ask, n=2, min_words=5, progress=False, settings=settings)
+    assert (run.written, run.skipped_done) == (1, 1)
+    run = generate_prompt_file(["cat"], out, ask, n=3, progress=False, min_words=5, settings=changed, overwrite=True)
+    assert run.written == 1 and len(json.loads(out.read_text())["cat"]) == 3
+    assert json.loads(settings_path(out).read_text()) == changed

@@ -189,6 +189,12 @@ class PromptRun:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def settings_path(out_json: str | Path) -> Path:
+    """Return the file beside a prompt JSON that records the settings its prompts were made with."""
+    out_json = Path(out_json)
+    return out_json.with_name(out_json.name + ".settings.json")
+
+
 def generate_prompt_file(
     class_names: Sequence[str],
     out_json: str | Path,
@@ -198,15 +204,34 @@ def generate_prompt_file(
     hint: str = "",
     max_tries: int = 3,
     progress: bool = True,
+    settings: dict | None = None,
+    overwrite: bool = False,
 ) -> PromptRun:
     """Ask `ask` for `n` descriptions per class and save `{class: [prompt, ...]}` to `out_json`; return counts.
 
     Classes already in the file are skipped (resume). An answer that fails validation is asked again up to
-    `max_tries` times, then the class is reported as failed and nothing is saved for it.
+    `max_tries` times, then the class is reported as failed and nothing is saved for it. `settings` (what
+    determines the prompts: backend, model, n, min_words, hint) are kept beside the file in
+    `{out_json}.settings.json`; resuming a file made with other settings is a ValueError naming them, unless
+    `overwrite` (then every class is asked again).
     """
     out_json = Path(out_json)
     data: dict[str, list[str]] = {}
-    if out_json.is_file():
+    side = settings_path(out_json)
+    if settings is not None and out_json.is_file() and side.is_file() and not overwrite:
+        try:
+            old = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{side}: cannot read the recorded settings ({err}); fix it or move it away") from None
+        plain = json.loads(json.dumps(settings, default=str))
+        changed = sorted(k for k in set(old) | set(plain) if old.get(k) != plain.get(k))
+        if changed:
+            what = ", ".join(f"--{k} {old.get(k)!r} -> {plain.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"--prompt_json {out_json} was made with other settings ({what}); use a new --prompt_json, "
+                "rerun with the recorded settings, or pass --overwrite to ask every class again"
+            )
+    if out_json.is_file() and not overwrite:
         try:
             data = json.loads(out_json.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -219,6 +244,8 @@ def generate_prompt_file(
         ):
             raise ValueError(f"--prompt_json {out_json}: the existing file is not a {{class: [prompt, ...]}} map")
     run = PromptRun()
+    if settings is not None:
+        write_json(settings, side)
     for name in tqdm(list(dict.fromkeys(class_names)), desc="prompts", unit="class", disable=not progress):
         if name in data:
             run.skipped_done += 1
