@@ -224,3 +224,10 @@ def test_changed_settings_names_library_fields_without_cli_args():
     old = {"task": "t", "config": {"lr": 1e-3, "levels": [10], "resume": False}, "cli_args": {}}
     new = {"task": "t", "config": {"lr": 1e-2, "levels": (10,), "resume": True}, "cli_args": {}}
     assert changed_settings(old, new) == ["lr"]
+
+
+@pytest.mark.parametrize("line", ["train/a.jpg -1", "train/a.jpg 1e30", "train/a.jpg 99999999999999999999"])
+def test_imagenet_lt_list_labels_must_be_non_negative_integers(tmp_path, line):
+    (tmp_path / "list.txt").write_text(f"train/b.jpg 0\n{line}\n")
+    with pytest.raises(TableError, match=r"list\.txt: line 2: expected 'relative/path label' with an integer label"):
+        load_imagenet_lt(tmp_path / "list.txt", data_root=tmp_path)
