@@ -178,3 +178,29 @@ def test_a_shard_removes_only_its_own_temporary_files(tmp_path, tiny_sd_dir):
     assert run_generation(cfg).generated == 1
     assert not mine.exists() and not own_manifest.exists()
     assert theirs.exists() and other_manifest.exists()
+
+
+def test_a_run_killed_before_its_first_manifest_flush_still_refuses_changed_settings(tmp_path, tiny_sd_dir):
+    class Killed(Exception):
+        pass
+
+    def kill(n_written):
+        raise Killed  # stands in for SIGKILL after the first batch: no manifest flush after it
+
+    base = dict(
+        data_csv=str(_table(tmp_path)),
+        output_path=str(tmp_path / "out"),
+        data_root=str(tmp_path),
+        model_id=str(tiny_sd_dir),
+        strengths=[0.5],
+        seeds=[1],
+        steps=2,
+        batch_size=1,
+        progress=False,
+    )
+    with pytest.raises(Killed):
+        run_generation(GenerationConfig(**base), on_batch=kill)
+    assert len(list((tmp_path / "out").rglob("*.jpg"))) == 1
+    with pytest.raises(ValueError, match=r"--steps 2 -> 3"):
+        run_generation(GenerationConfig(**dict(base, steps=3)))
+    assert run_generation(GenerationConfig(**base)).skipped_done == 1

@@ -384,6 +384,9 @@ def run_generation(
             )
         model_desc = generator.describe()
         model_id = getattr(generator, "model_id", cfg.model_id)
+        # the settings are on disk before the first image: a run killed before its first manifest flush still
+        # tells a rerun with other settings that the images in this folder were made with these
+        flush()
         # Seed-independent work once per image: each source is decoded and resized once (per chunk, below),
         # and a backend that caches per-image work (the VAE posterior) keeps a whole chunk's images, so an
         # image is encoded once for all its strengths x guidance scales x seeds.

@@ -252,8 +252,10 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     ckpt = run / "checkpoints" / "last"
     metrics_rows: list[dict] = []
     schedule_rows: list[dict] = []
-    found = recover_checkpoint(ckpt) if main else (ckpt if ckpt.is_dir() else None)
-    accelerator.wait_for_everyone()  # a checkpoint recovered by the main process is in place for every process
+    if main:  # finish a save a kill interrupted (a complete temporary checkpoint is renamed into place)
+        recover_checkpoint(ckpt)
+    accelerator.wait_for_everyone()  # ... before any process looks for the checkpoint
+    found = ckpt if ckpt.is_dir() else None
     if cfg.resume and found is not None:
         extra = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
         start_epoch, global_step, best = extra["epoch"] + 1, extra["global_step"], extra.get("best")
