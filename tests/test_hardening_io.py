@@ -283,3 +283,50 @@ def test_prompt_file_resume_with_changed_settings_is_refused(tmp_path):
     run = generate_prompt_file(["cat"], out, ask, n=3, progress=False, min_words=5, settings=changed, overwrite=True)
     assert run.written == 1 and len(json.loads(out.read_text())["cat"]) == 3
     assert json.loads(settings_path(out).read_text()) == changed
+
+
+def test_a_decompression_bomb_is_a_counted_row_in_comp_clip_scores(spectrum_copy, tiny_open_clip_dir, monkeypatch):
+    from data_generation.scoring.score import ScoringConfig, score_spectrum
+
+    sp = spectrum_copy
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the real images (> 2000 px) are bombs now
+    cfg = ScoringConfig(
+        syn_path=str(sp["syn"]),
+        real_path=str(sp["data"]),
+        clip_backend="open_clip",
+        clip_model=str(tiny_open_clip_dir),
+        threshold=0.0,
+        plots=False,
+        progress=False,
+        no_cache=True,
+    )
+    result = score_spectrum(cfg)
+    assert result.n_total == 12 and result.n_failed == 12  # every row names its real image; none is lost
+    assert all("too many pixels" in s for s in result.scores["score_status"])
+    assert result.scores["clip_txt_sim"].notna().all()  # the synthetic images were still scored
+
+
+def test_a_decompression_bomb_in_mining_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from data_generation import mine_hard
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "small.png")
+    Image.new("RGB", (256, 256)).save(tmp_path / "imgs" / "bomb.png")
+    rows = [("small", "imgs/small.png", 0, "a"), ("bomb", "imgs/bomb.png", 1, "b")]
+    pd.DataFrame(rows, columns=["sample_id", "filepath", "label", "label_name"]).to_csv(tmp_path / "t.csv", index=False)
+    from safetensors.torch import save_file
+
+    from curriculum.weights_io import create_timm_classifier
+
+    model, _, _ = create_timm_classifier("test_resnet", 2)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 256x256 > 2 x 20000: a bomb; the 160 px crop is not
+    argv = [
+        "--dataset", "table", "--data", str(tmp_path / "t.csv"), "--data_root", str(tmp_path),
+        "--scorers", "checkpoint", "--classifier_arch", "test_resnet",
+        "--classifier_weights", str(tmp_path / "w.safetensors"),
+        "--output_csv", str(tmp_path / "h.csv"), "--scores_parquet", str(tmp_path / "s.parquet"),
+    ]  # fmt: skip
+    assert mine_hard.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bomb.png" in err and "too many pixels" in err and "Traceback" not in err
