@@ -49,8 +49,8 @@ def parse_bool_column(values: pd.Series, path: str | os.PathLike, column: str) -
     """Return `values` (a keep/hard/correct column of the file at `path`) as a strict boolean Series.
 
     Booleans stay as they are; the integers 0/1 and the strings true/false, 1/0, yes/no, t/f, y/n (any case,
-    surrounding spaces ignored; an empty cell is False) are mapped. Anything else - "maybe", 2, NaN in a
-    numeric column - is a TableError naming the file, column and row: a CSV's "False" must never be truthy.
+    surrounding spaces ignored) are mapped, and an empty cell or missing value is False. Anything else - "maybe",
+    2, 0.5 - is a TableError naming the file, column and row: a CSV's "False" must never be truthy.
     """
     if pd.api.types.is_bool_dtype(values):
         return values.astype(bool)
@@ -58,6 +58,9 @@ def parse_bool_column(values: pd.Series, path: str | os.PathLike, column: str) -
     for i, v in enumerate(values.tolist()):
         if isinstance(v, (bool, np.bool_)):
             out.append(bool(v))
+            continue
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            out.append(False)  # an empty cell (CSV) or a missing value
             continue
         if isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)):
             if v in (0, 1):
@@ -68,9 +71,6 @@ def parse_bool_column(values: pd.Series, path: str | os.PathLike, column: str) -
             if key in TRUE_STRINGS or key in FALSE_STRINGS:
                 out.append(key in TRUE_STRINGS)
                 continue
-        elif v is None:
-            out.append(False)
-            continue
         raise TableError(
             f"{path}: row {i + 1}: column {column!r} must be a boolean (true/false, 1/0, yes/no), got {v!r}"
         )

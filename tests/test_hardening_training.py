@@ -151,6 +151,7 @@ def test_strict_booleans_keep_and_hard(lt, tmp_path):
         parse_bool_column(pd.Series(["true", "maybe"]), "f.csv", "keep")
     with pytest.raises(TableError, match=r"row 1: column 'hard'"):
         parse_bool_column(pd.Series([2]), "f.csv", "hard")
+    assert parse_bool_column(pd.Series([None, float("nan"), 1.0]), "f.csv", "hard").tolist() == [False, False, True]
     # a CSV manifest and a Parquet one with string keep values: "False" rows are dropped
     scores = pd.read_parquet(lt["manifest"])
     scores["keep"] = ["False" if i % 2 else "True" for i in range(len(scores))]
