@@ -8,6 +8,7 @@ source_path` (plus `split`, `domain`, `shot`, ... where the dataset has them) an
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from curriculum.registry import Registry
 from curriculum.tables import TableError, read_class_names, read_sample_table
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 WILDS_SPLITS = ("train", "val", "test", "id_val", "id_test")
 
@@ -51,6 +53,9 @@ def load_image_folder(root: str | os.PathLike, extensions: tuple[str, ...] = IMA
     if not root.is_dir():
         raise TableError(f"{root}: image folder not found")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    hidden = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.startswith("."))
+    if hidden:  # never silently: a class folder named ".x" is not a class
+        log.warning("%s: %d hidden folder(s) left out (not classes): %s", root, len(hidden), hidden[:5])
     rows = []
     for label, cls in enumerate(classes):
         for f in sorted((root / cls).rglob("*")):

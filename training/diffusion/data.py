@@ -7,6 +7,7 @@ scikit-learn's bundled 8×8 digits into both, upscaled to RGB images - the offli
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from curriculum.tables import read_sample_table, select_split, write_csv
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -72,6 +74,9 @@ def load_pixel_dataset(
         if split is not None:
             raise ValueError(f"--split applies to a sample table, but --data {data} is an image folder")
         classes = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+        hidden = sorted(p.name for p in data.iterdir() if p.is_dir() and p.name.startswith("."))
+        if hidden:  # never silently: a folder named ".x" is not a class
+            log.warning("--data %s: %d hidden folder(s) left out (not classes): %s", data, len(hidden), hidden[:5])
         paths, labels, ids = [], [], []
         for k, name in enumerate(classes):
             files = sorted(f for f in (data / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
