@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="regenerate every variant of this shard, even those made before with other settings (a rerun with "
+        "changed --model_id/--steps/--prompt_template/... is refused without it)",
+    )
     r.add_argument("--merge", action="store_true", help="merge the shard manifests into manifest.parquet afterwards")
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         class_names=args.class_names,
         prompt_json=args.prompt_json,
         strict=args.strict,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     try:
@@ -116,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failures listed in {summary.failures_path}")
     print(f"manifest: {summary.manifest_path}")
     if args.merge:
-        merged = merge_manifests(args.output_path)
+        try:
+            merged = merge_manifests(args.output_path)
+        except (ValueError, OSError) as err:
+            print(f"gene_img: error: --merge: {err}", file=sys.stderr)
+            return 2
         print(f"merged manifest: {merged.path} ({merged.rows} rows from {merged.parts} shard file(s))")
     return 1 if (args.strict and summary.failed) else 0
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from curriculum.guidance import REAL_LEVEL, AdaptiveSchedule, FixedSchedule, level_progress
 from curriculum.tables import write_csv, write_json, write_parquet
-from training.trainers.checkpoint import load_checkpoint, save_checkpoint, save_model_weights
+from training.trainers.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint, save_model_weights
 from training.trainers.data import ItemDataset, stage_items, synthetic_items
 from training.trainers.lr_schedule import WarmupCosine
 
@@ -225,6 +225,11 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
+    check_run_dir(run, resolved_config(cfg, task.name), cfg.resume)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes to it
+    if main:  # temporary files of a killed run's atomic writes (metrics.csv, best_model, ...): never reused
+        for stale in run.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
@@ -247,6 +252,9 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     # 3. resume from the last checkpoint (weights, optimizer, schedules, the metrics written so far)
     ckpt = run / "checkpoints" / "last"
+    if main:  # finish a save a kill interrupted (a complete temporary checkpoint is renamed into place)
+        recover_checkpoint(ckpt)
+    accelerator.wait_for_everyone()  # ... before any process looks for the checkpoint
     start_epoch, global_step, best, metrics_rows, schedule_rows = 0, 0, None, [], []
     if cfg.resume and ckpt.is_dir():
         start_epoch, global_step, best, metrics_rows, schedule_rows = _resume(
@@ -389,9 +397,79 @@ def _resume(run: Path, ckpt: Path, accelerator, model, optimizer, scheduler, sch
     extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
     if isinstance(schedule, AdaptiveSchedule):
         schedule.load_state_dict(extra["schedule"])
-    metrics_rows = pd.read_csv(run / "metrics.csv").to_dict("records") if (run / "metrics.csv").exists() else []
-    schedule_rows = pd.read_csv(run / "schedule.csv").to_dict("records") if (run / "schedule.csv").exists() else []
-    return extra["epoch"] + 1, extra["global_step"], extra.get("best"), metrics_rows, schedule_rows
+    start_epoch = extra["epoch"] + 1
+    # rows are keyed by epoch: those of epochs after the checkpoint (written before a kill that came ahead of
+    # the checkpoint) are dropped, so the resumed run writes each epoch once
+    metrics_rows = _rows_before(run / "metrics.csv", start_epoch)
+    schedule_rows = _rows_before(run / "schedule.csv", start_epoch)
+    return start_epoch, extra["global_step"], extra.get("best"), metrics_rows, schedule_rows
+
+
+#: flags that may differ between an interrupted run and its resumption (they do not change what is trained)
+RESUME_FREE = frozenset(
+    {"resume", "epochs_per_invocation", "num_workers", "device", "tensorboard", "run_dir", "eval_batch_size"}
+)
+
+
+def _plain(obj):
+    """Return `obj` as config.json stores it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def changed_settings(old: Mapping, new: Mapping) -> list[str]:
+    """Return the names of the settings (config fields and CLI flags) that differ between two resolved configs,
+    leaving out the RESUME_FREE ones; a flag recorded on only one side counts as changed."""
+
+    def diff(part: str) -> list[str]:
+        a, b = _plain(old.get(part) or {}), _plain(new.get(part) or {})
+        return sorted(k for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k))
+
+    task = ["task"] if old.get("task") != new.get("task") else []
+    flags = diff("cli_args")  # what the user typed, named as flags; else the library config's fields
+    return task + ([f"--{k}" for k in flags] if flags else diff("config"))
+
+
+def check_run_dir(run: Path, config: Mapping, resume: bool) -> None:
+    """Return None if `config` may train in `run`; else raise ValueError naming the run folder and the flags.
+
+    A folder that already holds a run (config.json) is refused without --resume (it would silently replace
+    that run), and with --resume when a setting other than the RESUME_FREE ones changed (the resumed run
+    would silently mix two configs); a config.json that cannot be read is an error naming it.
+    """
+    path = run / "config.json"
+    if not path.is_file():
+        if not resume and (run / "checkpoints" / "last").exists():
+            raise ValueError(f"--run_dir {run} already holds checkpoints; pass --resume or use a new --run_dir")
+        return
+    if not resume:
+        raise ValueError(
+            f"--run_dir {run} already holds a run ({path}); pass --resume to continue it or use a new --run_dir"
+        )
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the recorded config ({err}); use a new --run_dir") from None
+    diff = changed_settings(old, config)
+    if diff:
+        flags = ", ".join(diff)
+        raise ValueError(
+            f"--resume: {path} was made with different settings ({flags} changed); "
+            "rerun with the recorded flags or use a new --run_dir"
+        )
+
+
+def _rows_before(path: Path, epoch: int) -> list[dict]:
+    """Return the rows of a per-epoch CSV (metrics/schedule) with epoch < `epoch`, one per epoch (the last)."""
+    if not path.exists():
+        return []
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read ({err}); restore it or use a new --run_dir") from None
+    if df.empty or "epoch" not in df.columns:
+        return []
+    df = df[df["epoch"] < epoch].drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return df.to_dict("records")
 
 
 def _seed_epoch(seed: int, epoch: int, process: int) -> None:
