@@ -108,6 +108,42 @@ def test_checkpoint_recovery_and_damaged_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "c2", torch.nn.Linear(3, 2))
 
 
+def test_the_diffusion_trainer_checkpoints_share_the_recovering_atomic_folder(tmp_path, monkeypatch):
+    """The one checkpoint implementation (a12's, with i16's recovery): the diffusion trainer's epoch folders are
+    built in `.epoch-N.tmp`, follow the umask, and a full disk keeps the previous checkpoint, no temporary left."""
+    import os
+
+    import training.trainers.checkpoint as ck
+    from training.diffusion import checkpoint as dck
+
+    class Ema:  # the state_dict entries the diffusion checkpoint reads from diffusers' EMAModel
+        def state_dict(self):
+            return {"shadow_params": [torch.ones(2)], "decay": 0.9, "collected_params": None}
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    old_mask = os.umask(0o002)
+    try:
+        first = dck.save_checkpoint(tmp_path, 1, model, Ema(), opt, None, {"global_step": 1}, keep=0)
+    finally:
+        os.umask(old_mask)
+    assert first.name == "epoch-0001" and (first.stat().st_mode & 0o777) == 0o775  # not mkdtemp's 0700
+    assert json.loads((first / "state.json").read_text())["epoch"] == 1
+    seen = []
+
+    def full_disk(tensors, path, **kwargs):
+        seen.append(path)
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(ck, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        dck.save_checkpoint(tmp_path, 2, model, Ema(), opt, None, {"global_step": 2}, keep=1)
+    assert "/.epoch-0002.tmp/" in seen[0]  # built in the one atomic_folder's temporary
+    root = tmp_path / dck.CHECKPOINT_DIR
+    assert sorted(p.name for p in root.iterdir()) == ["epoch-0001"]  # no temporary left, epoch 1 kept
+    assert dck.latest_checkpoint(tmp_path) == first
+
+
 def test_a_damaged_checkpoint_or_a_full_disk_is_one_line_exit_2(lt, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert train_lt.main(_argv(lt, run, "--epochs_per_invocation", "1")) == 0
