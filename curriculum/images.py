@@ -28,7 +28,29 @@ def safe_component(name: str, what: str) -> str:
     name = str(name)
     if not name.strip() or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
         raise UnsafeNameError(f"{what} {name!r} is not a safe file name (it would write outside --output_path)")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise UnsafeNameError(
+            f"{what} {name[:40]!r}... is not a safe file name: {len(name.encode('utf-8', 'surrogateescape'))} bytes, "
+            f"past the {MAX_NAME_BYTES} a file name (with its suffix and temporary-file prefix) may have"
+        )
     return name
+
+
+#: longest name component accepted: the file-system limit (255 bytes) less a suffix and the temporary-file
+#: decoration of an atomic write (`.{name}.XXXXXXXX.tmp`)
+MAX_NAME_BYTES = 255 - 32
+
+
+def ensure_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Return `path` if its folder, symlinks resolved, lies inside `root` (resolved); else raise UnsafeNameError.
+
+    A symlink inside the output folder (a class folder linked elsewhere) must not make images land outside it.
+    """
+    root_r, path = Path(root).resolve(), Path(path)
+    parent = path.parent.resolve()
+    if parent != root_r and root_r not in parent.parents:
+        raise UnsafeNameError(f"{path} is not a safe file name: its folder resolves to {parent}, outside {root_r}")
+    return path
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -44,6 +66,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as err:  # not an OSError: without this it ends the whole run
+        raise SourceImageError(f"unreadable source image {path}: too many pixels ({err})") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SourceImageError(f"unreadable source image {path}: {err}") from err
     return to_rgb8(im)

@@ -42,6 +42,61 @@ class TableError(ValueError):
 
 # --------------------------------------------------------------------------------------------------------
 # reading
+TRUE_STRINGS = frozenset({"true", "1", "yes", "y", "t"})
+FALSE_STRINGS = frozenset({"false", "0", "no", "n", "f", ""})
+
+
+def parse_bool_column(values: pd.Series, path: str | os.PathLike, column: str) -> pd.Series:
+    """Return `values` (a keep/hard/correct column of the file at `path`) as a strict boolean Series.
+
+    Booleans stay as they are; the integers 0/1 and the strings true/false, 1/0, yes/no, t/f, y/n (any case,
+    surrounding spaces ignored) are mapped, and an empty cell or missing value is False. Anything else - "maybe",
+    2, 0.5 - is a TableError naming the file, column and row: a CSV's "False" must never be truthy.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype(bool)
+    out = []
+    for i, v in enumerate(values.tolist()):
+        if isinstance(v, (bool, np.bool_)):
+            out.append(bool(v))
+            continue
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            out.append(False)  # an empty cell (CSV) or a missing value
+            continue
+        if isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and np.isfinite(v)):
+            if v in (0, 1):
+                out.append(bool(v))
+                continue
+        elif isinstance(v, str):
+            key = v.strip().lower()
+            if key in TRUE_STRINGS or key in FALSE_STRINGS:
+                out.append(key in TRUE_STRINGS)
+                continue
+        raise TableError(
+            f"{path}: row {i + 1}: column {column!r} must be a boolean (true/false, 1/0, yes/no), got {v!r}"
+        )
+    return pd.Series(out, index=values.index, dtype=bool, name=values.name)
+
+
+def check_labels(labels: pd.Series, path: str | os.PathLike, n_classes: int | None = None, column: str = "label"):
+    """Return `labels` as int64 after checking each is an integer in [0, n_classes) (>= 0 when n_classes is None).
+
+    Non-numbers, fractions, values past int64 (1e30) and negatives are a TableError naming the file and row.
+    """
+    raw = labels.reset_index(drop=True)
+    num = pd.to_numeric(raw, errors="coerce")
+    hi = float(n_classes) if n_classes is not None else float(2**62)
+    bad = num.isna() | (num != num.round()) | ~np.isfinite(num)
+    rng = ""
+    if not bad.any():
+        bad = (num < 0) | (num >= hi)
+        rng = f" in [0, {n_classes})" if n_classes is not None else " >= 0 (and below 2**62)"
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise TableError(f"{path}: row {row + 1}: column {column!r} must be an integer{rng}, got {raw.iloc[row]!r}")
+    return pd.Series(num.to_numpy().astype("int64"), index=labels.index, name=labels.name)
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Return the CSV or Parquet file at `path` as a DataFrame (raises TableError if missing/unreadable)."""
     path = Path(path)
@@ -178,12 +233,9 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             raise TableError(f"{path}: row {row + 1}: empty '{col}'")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = labels.isna() | (labels != labels.round())
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise TableError(f"{path}: row {row + 1}: column 'label' must be an integer, got {df['label'].iloc[row]!r}")
-    df["label"] = labels.astype("int64")
+    df["label"] = check_labels(df["label"], path).to_numpy()
+    if "hard" in df.columns:
+        df["hard"] = parse_bool_column(df["hard"], path, "hard").to_numpy()
     df["sample_id"] = df["sample_id"].astype(str).str.strip()
     df["filepath"] = df["filepath"].astype(str).str.strip()
     df["label_name"] = df["label_name"].fillna("").astype(str).str.strip()
@@ -212,7 +264,8 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
 def read_image_folder(root: str | os.PathLike) -> pd.DataFrame:
     """Return the sample table of an image folder `root/class_name/**/*.{jpg,png,...}` in canonical form.
 
-    Labels are the sorted class folders (as torchvision's ImageFolder; hidden folders and files are skipped).
+    Labels are the sorted class folders (as torchvision's ImageFolder; hidden folders and files are skipped,
+    the hidden folders with a warning giving their count).
     The one `sample_id` rule: the file stem, or `class__stem` for every image whose stem repeats across the
     folder, so ids stay stable and unique. `filepath` is relative to `root`, `source_path` absolute under it.
     Raises TableError for a missing folder, a folder without images, or two images that get one id.
@@ -221,6 +274,9 @@ def read_image_folder(root: str | os.PathLike) -> pd.DataFrame:
     if not root.is_dir():
         raise TableError(f"{root}: image folder not found")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    hidden = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.startswith("."))
+    if hidden:  # never silently: a class folder named ".x" is not a class
+        log.warning("%s: %d hidden folder(s) left out (not classes): %s", root, len(hidden), hidden[:5])
     rows = []
     for label, cls in enumerate(classes):
         for f in sorted((root / cls).rglob("*")):
@@ -328,21 +384,66 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        follow_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Atomically write `df` to Parquet with `metadata` (JSON) in the schema; return the path."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give a file made by `tempfile.mkstemp` (always mode 0600) the mode any other tool's file gets: 0666 & ~umask."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def write_parquets(items: list[tuple[pd.DataFrame, str | os.PathLike, Mapping[str, Any] | None]]) -> list[Path]:
+    """Write several Parquet files as one unit: every file to a temporary name first, then all renamed in order.
+
+    A failure while writing leaves every target as it was. Return the paths.
+    """
+    with contextlib.ExitStack() as stack:
+        tmps = []
+        for df, path, metadata in items:
+            tmp = stack.enter_context(_deferred_path(Path(path)))
+            _write_parquet_file(df, tmp, metadata)
+            tmps.append(tmp)
+        for tmp, (_, path, _) in zip(tmps, items):
+            follow_umask(tmp)
+            os.replace(tmp, path)
+    return [Path(p) for _, p, _ in items]
+
+
+@contextlib.contextmanager
+def _deferred_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` that is removed on exit unless it was renamed away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_parquet_file(df: pd.DataFrame, path: Path, metadata: Mapping[str, Any] | None) -> None:
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     if metadata is not None:
         meta = dict(table.schema.metadata or {})
         meta[METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(meta)
+    pq.write_table(table, path)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write `df` to Parquet with `metadata` (JSON) in the schema; return the path."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        _write_parquet_file(df, tmp, metadata)
     return Path(path)
 
 

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
     r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="regenerate every variant of this shard, even those made before with other settings (a rerun with "
+        "changed --model_id/--steps/--prompt_template/... is refused without it)",
+    )
+    r.add_argument(
         "--merge",
         action="store_true",
         help="merge the shard manifests into manifest.parquet afterwards (several processes: the main process, "
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         class_names=args.class_names,
         prompt_json=args.prompt_json,
         strict=args.strict,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     try:
@@ -134,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         barrier()  # every process's shard manifest is written before the main process reads them
         if process.is_main:
-            merged = merge_manifests(args.output_path)
+            try:
+                merged = merge_manifests(args.output_path)
+            except (ValueError, OSError) as err:
+                print(f"gene_img: error: --merge: {err}", file=sys.stderr)
+                return 2
             print(f"merged manifest: {merged.path} ({merged.rows} rows from {merged.parts} shard file(s))")
     return 1 if (args.strict and summary.failed) else 0
 

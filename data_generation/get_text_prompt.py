@@ -21,10 +21,11 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from curriculum.tables import read_class_names, read_sample_table  # noqa: E402
+from curriculum.tables import TableError, read_class_names, read_sample_table  # noqa: E402
 from data_generation.prompting.text_prompts import (
     LANGUAGE_MODELS,
     EndpointRefusedKey,
+    EndpointUnreachable,
     MissingAPIKey,
     generate_prompt_file,
 )  # noqa: E402
@@ -56,18 +57,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min_words", type=int, default=15, help="minimum words per description (default 15)")
     p.add_argument("--hint", default="", help="context for the model, e.g. 'camera-trap photos'")
     p.add_argument("--max_tries", type=int, default=3)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="ask every class again, even those in an existing --prompt_json made with other settings "
+        "(a resume with changed --backend/--model/--n_prompts/--min_words/--hint is refused without it)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the server's answer (openai backend; default 60); a server that does not "
+        "answer in time stops the run (what is saved is kept)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    table = read_sample_table(args.data_csv)
-    if args.class_names:
-        names_map = read_class_names(args.class_names)
-        names = [names_map.get(int(y), n) for y, n in zip(table["label"], table["label_name"])]
-    else:
-        names = table["label_name"].tolist()
+    if args.timeout <= 0:
+        p.error(f"--timeout must be > 0, got {args.timeout}")
+    try:
+        table = read_sample_table(args.data_csv)
+        if args.class_names:
+            names_map = read_class_names(args.class_names)
+            names = [names_map.get(int(y), n) for y, n in zip(table["label"], table["label_name"])]
+        else:
+            names = table["label_name"].tolist()
+    except (TableError, OSError) as err:
+        print(f"get_text_prompt: error: {err}", file=sys.stderr)
+        return 2
     kwargs = {"model": args.model} if args.model else {}
     if args.backend == "openai":
-        kwargs.update(api_base=args.api_base, api_key_env=args.api_key_env)
+        kwargs.update(api_base=args.api_base, api_key_env=args.api_key_env, timeout=args.timeout)
     try:
         ask = LANGUAGE_MODELS.get(args.backend)(**kwargs)
     except MissingAPIKey as err:
@@ -82,12 +102,23 @@ def main(argv: list[str] | None = None) -> int:
             min_words=args.min_words,
             hint=args.hint,
             max_tries=args.max_tries,
+            settings={
+                "backend": args.backend,
+                "model": args.model,
+                "n_prompts": args.n_prompts,
+                "min_words": args.min_words,
+                "hint": args.hint,
+            },
+            overwrite=args.overwrite,
         )
-    except EndpointRefusedKey as err:
+    except (EndpointRefusedKey, EndpointUnreachable) as err:
         print(
             f"get_text_prompt: error: {err}; classes finished before it are saved in {args.prompt_json}",
             file=sys.stderr,
         )
+        return 2
+    except (ValueError, OSError) as err:  # a corrupt existing --prompt_json, an unwritable output folder
+        print(f"get_text_prompt: error: {err}", file=sys.stderr)
         return 2
     print(
         f"prompts: {run.written} classes written, {run.skipped_done} already done, {len(run.failed)} failed"

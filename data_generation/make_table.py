@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 if __package__ in (None, ""):
     import _bootstrap  # type: ignore[import-not-found]
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", required=True, help=".parquet or .csv")
     args = p.parse_args(argv)
+    inputs = [x for x in (args.data, args.train_list) if x]
+    if any(Path(x).resolve() == Path(args.out).resolve() for x in inputs):
+        print(f"make_table: error: --out {args.out} is the input table itself; write to another file", file=sys.stderr)
+        return 2
     from data_generation.mining.datasets import load_dataset
 
     try:
@@ -41,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = df.drop(columns=["source_path"])
     meta = {"dataset": args.dataset, "data_root": df.attrs.get("data_root"), "layout": df.attrs.get("layout")}
-    (write_parquet(out, args.out, meta) if args.out.endswith(".parquet") else write_csv(out, args.out))
+    try:
+        (write_parquet(out, args.out, meta) if args.out.endswith(".parquet") else write_csv(out, args.out))
+    except OSError as err:
+        print(f"make_table: error: --out {args.out}: cannot write ({err})", file=sys.stderr)
+        return 2
     print(f"{args.out}: {len(out)} samples; relative paths resolve against --data_root {df.attrs.get('data_root')}")
     return 0
 

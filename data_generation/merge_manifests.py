@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         res = merge_manifests(args.output_path)
-    except FileNotFoundError as err:
+    except (ValueError, OSError) as err:  # no shards, an unreadable shard, a shard without synthetic_id
         print(f"merge_manifests: error: {err}", file=sys.stderr)
         return 2
     print(f"{res.path}: {res.rows} rows from {res.parts} shard manifest(s)")

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     model = out / "tiny-sdxl-refiner"
     if not (model / "model_index.json").is_file():
         print(f"building a tiny SDXL-refiner-form pipeline in {model}")
-        save_tiny_pipeline("sdxl-refiner", model)
+        try:
+            save_tiny_pipeline("sdxl-refiner", model)
+        except OSError as err:
+            print(f"quickstart: error: --out {out}: cannot write the tiny pipeline ({err})", file=sys.stderr)
+            return 2
     code = gene_img.main(
         [
             "--data_csv",
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             "--merge",
         ]
     )
+    if code != 0:  # gene_img said why (e.g. a rerun with another --steps into the same --out)
+        return code
     print(
         f"quickstart finished in {time.perf_counter() - t0:.1f}s: images under {out / 'synthetic'}, "
         f"manifest {out / 'synthetic' / 'manifest.parquet'}"

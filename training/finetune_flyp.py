@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         check_run_flags(args)
         quick_gelu, rule = clip_activation(args.model, args.pretrained, args.activation)
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)
-        templates = read_prompt_templates(args.templates)
+        class_names = flyp_class_names(data, args.class_names)
+        try:
+            templates = read_prompt_templates(args.templates)
+        except KeyError as err:
+            raise ValueError(f"--templates: {err.args[0]}") from None
         if args.captions == "per_template":
             data.templates_per_item = len(templates)
         data.uniform_compose = uniform_real_set(data.real, args.uniform_set_size // max(1, data.templates_per_item))
@@ -101,14 +105,32 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         print(f"finetune_flyp: error: {err}", file=sys.stderr)
         return 2
-    table_names = dict(zip(data.real["label"], data.real["label_name"]))
-    for items in data.eval_splits.values():
-        table_names.update({int(k): str(k) for k in items["label"] if int(k) not in table_names})
-    names = read_class_names(args.class_names) if args.class_names else {int(k): v for k, v in table_names.items()}
-    n_classes = max(names) + 1
-    class_names = [names.get(c, str(c)) for c in range(n_classes)]
     task = FLYPTask(model, train_tf, eval_tf, tok, class_names, templates, seed=args.seed)
     return run_training("finetune_flyp", cfg, task, data)
+
+
+def flyp_class_names(data, class_names_path: str | None) -> list[str]:
+    """Return the prompt name of every class 0..max label (training and evaluation labels).
+
+    Names come from `class_names_path` (a class-name map) when given, else from the table's label names; a
+    label that the map does not name is a ValueError naming the map and the labels (a class trained under
+    its number as its name would be a silently different prompt).
+    """
+    labels = set(int(k) for k in data.real["label"])
+    for items in data.eval_splits.values():
+        labels |= {int(k) for k in items["label"]}
+    if class_names_path:
+        names = read_class_names(class_names_path)
+        missing = sorted(labels - set(names))
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise ValueError(
+                f"--class_names {class_names_path}: no name for {len(missing)} label(s) of the data: {shown}"
+            )
+    else:
+        names = {int(k): str(v) for k, v in zip(data.real["label"], data.real["label_name"])}
+    n_classes = max(max(labels), max(names, default=0)) + 1
+    return [names.get(c, str(c)) for c in range(n_classes)]
 
 
 if __name__ == "__main__":

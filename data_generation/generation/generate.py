@@ -16,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from curriculum.contracts import MANIFEST_COLUMNS, shard_failures_name, shard_manifest_name
+from curriculum.contracts import MANIFEST_COLUMNS, shard_failures_name, shard_manifest_name, shard_manifests
 from curriculum.distributed import ProcessInfo, detect
 from curriculum.images import (
     SourceImageError,
+    UnsafeNameError,
+    ensure_inside,
     image_size,
     is_readable_image,
     load_rgb,
@@ -73,6 +75,8 @@ class GenerationConfig:
     class_names: str | None = None
     prompt_json: str | None = None
     strict: bool = False
+    #: regenerate every variant of this shard even when an image made with other settings exists
+    overwrite: bool = False
     images_per_chunk: int = 64
     jpeg_quality: int = 95
     flush_every: int = 20
@@ -100,6 +104,8 @@ class GenerationConfig:
             if v is not None and v < 8:
                 raise ValueError(f"{flag} must be >= 8, got {v}")
         shard_bounds(0, self.part, self.total_parts)
+        if self.prompt_template is not None:
+            check_template(self.prompt_template)
 
 
 @dataclass
@@ -152,12 +158,76 @@ def load_prompt_lists(path: str | None) -> dict[str, list[str]] | None:
     """Return `{class name: [prompt, ...]}` from a JSON file (None if no path)."""
     if not path:
         return None
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--prompt_json {path}: cannot read it as JSON ({err})") from None
     if not isinstance(data, dict) or not all(
         isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
     ):
         raise ValueError(f"{path}: --prompt_json must map each class name to a list of prompt strings")
     return data
+
+
+def check_template(template: str) -> str:
+    """Return `template` if it formats with `{name}` (the class name) and nothing else; else raise ValueError."""
+    if "{name}" not in template:
+        raise ValueError(f"--prompt_template {template!r} has no {{name}}: every prompt would lack the class name")
+    try:
+        template.format(name="x")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"--prompt_template {template!r}: only {{name}} may be a field ({err!r})") from None
+    return template
+
+
+#: the settings that determine an image besides its row (sample, strength, guidance, seed, prompt); an image is
+#: done only when it was made with the same values (recorded in every shard manifest's metadata)
+IMAGE_SETTINGS = ("model_id", "generator", "dtype", "steps", "width", "height", "max_side", "jpeg_quality")
+
+
+def image_settings(cfg: GenerationConfig) -> dict:
+    """Return the IMAGE_SETTINGS of `cfg` (dtype resolved to what the device runs: fp16 on GPU, fp32 on CPU)."""
+    out = {k: getattr(cfg, k) for k in IMAGE_SETTINGS}
+    out["dtype"] = cfg.dtype or _default_dtype(detect().device(cfg.device))
+    return out
+
+
+def check_same_settings(out: Path, plan: pd.DataFrame, settings: dict) -> None:
+    """Return None when every shard manifest in `out` was made with `settings` and the plan's prompts; else raise
+    ValueError naming the flags that changed (old -> new) and the way out (--overwrite or a new --output_path).
+
+    A manifest of an older version records its flags in `config` only; those are compared (dtype as given).
+    An unreadable manifest is an error naming it.
+    """
+    from curriculum.tables import read_parquet_metadata
+
+    planned = dict(zip(plan["synthetic_id"], plan["prompt"]))
+    changed: dict[str, tuple] = {}
+    for f in shard_manifests(out):
+        try:
+            meta = read_parquet_metadata(f)
+            rows = pd.read_parquet(f, columns=["synthetic_id", "prompt"])
+        except Exception as err:  # pyarrow raises several types; the user needs the file
+            raise ValueError(f"{f}: cannot read this shard manifest ({err}); move it away and rerun") from None
+        old = meta.get("settings") or {k: v for k, v in meta.get("config", {}).items() if k in IMAGE_SETTINGS}
+        for k, v in old.items():
+            if k in settings and v != settings[k] and not (k == "dtype" and "settings" not in meta and v is None):
+                changed.setdefault(f"--{k}", (v, settings[k]))
+        for sid, prompt in zip(rows["synthetic_id"], rows["prompt"]):
+            if sid in planned and planned[sid] != prompt:
+                changed.setdefault(
+                    "the prompt (--prompt_template, --class_names or --prompt_json)",
+                    (f"{prompt!r} for {sid}", repr(planned[sid])),
+                )
+                break
+    if changed:
+        what = "; ".join(
+            f"{k} {a!r} -> {b!r}" if k.startswith("--") else f"{k} {a} -> {b}" for k, (a, b) in changed.items()
+        )
+        raise ValueError(
+            f"--output_path {out}: its images were made with other settings ({what}); "
+            "use a new --output_path, rerun with the recorded settings, or pass --overwrite to regenerate them"
+        )
 
 
 def default_template(layout: str) -> str:
@@ -219,8 +289,15 @@ def run_generation(
     for f in plan_failures:
         summary.failure_reasons[_short_reason(f.reason)] += per_sample
 
-    # 3. resume: which variants are done already
-    done_mask = _done_variants(out, plan, out / shard_manifest_name(part, total))
+    # 3. resume: the done variants must have been made with these settings (else refused, naming them, unless
+    # --overwrite); folders resolving outside --output_path are counted failures; which variants are done already
+    settings = image_settings(cfg)
+    if cfg.overwrite:
+        log.warning("--overwrite: every variant of %s is generated again", summary.shard)
+    else:
+        check_same_settings(out, plan, settings)
+    plan = _drop_outside_folders(out, plan, failures, summary)
+    done_mask = _done_variants(out, plan, part, total, overwrite=cfg.overwrite)
     plan["done"] = done_mask
     summary.skipped_done = int(sum(done_mask))
 
@@ -239,7 +316,12 @@ def run_generation(
 
     def flush() -> None:
         manifest = pd.DataFrame(list(records.values()), columns=MANIFEST_COLUMNS).sort_values("synthetic_id")
-        meta = {"config": {k: v for k, v in asdict(cfg).items()}, "generator": model_desc, "shard": [part, total]}
+        meta = {
+            "config": {k: v for k, v in asdict(cfg).items()},
+            "settings": settings,
+            "generator": model_desc,
+            "shard": [part, total],
+        }
         summary.manifest_path = str(write_parquet(manifest, out / shard_manifest_name(part, total), meta))
 
     # 5. generate the rest, chunk of source images by chunk, one batch per (strength, guidance, size)
@@ -252,6 +334,9 @@ def run_generation(
             )
         model_desc = generator.describe()
         model_id = getattr(generator, "model_id", cfg.model_id)
+        # the settings are on disk before the first image: a run killed before its first manifest flush still
+        # tells a rerun with other settings that the images in this folder were made with these
+        flush()
         # Seed-independent work once per image: each source is decoded and resized once (per chunk, below),
         # and a backend that caches per-image work (the VAE posterior) keeps a whole chunk's images, so an
         # image is encoded once for all its strengths x guidance scales x seeds.
@@ -309,7 +394,17 @@ def run_generation(
                         bar.update(len(batch_rows))
                         continue
                     for r, arr in zip(batch_rows, arrays):
-                        save_image_atomic(to_pil(arr), out / r["path"], quality=cfg.jpeg_quality)
+                        try:
+                            save_image_atomic(to_pil(arr), out / r["path"], quality=cfg.jpeg_quality)
+                        except OSError as err:  # a full disk, a read-only folder: keep what is done, then stop
+                            try:
+                                flush()
+                            except OSError:
+                                pass  # the images are on disk; the next run finds them by decoding
+                            raise OSError(
+                                f"cannot write {out / r['path']} ({err.strerror or err}); the {len(records)} "
+                                "image(s) done so far are kept: fix the cause and rerun to resume"
+                            ) from err
                         record(r, arr.shape[1], arr.shape[0], model_id)
                     summary.generated += len(batch_rows)
                     bar.update(len(batch_rows))
@@ -329,18 +424,52 @@ def run_generation(
     return summary
 
 
-def _done_variants(out: Path, plan: pd.DataFrame, previous: Path) -> list[bool]:
-    """Return, per planned variant, whether its image under `out` is done (a resumed run skips it).
-
-    Temporary files of a killed run (atomic writes: `.{name}.*.tmp`) never count as done; the ones in the
-    plan's folders are removed. Rows the shard's `previous` manifest recorded were written atomically: they
-    must exist and be complete (JPEG start and end markers: two small reads, no decoding). Any other file
-    (written after the last manifest flush, or by another tool) must decode fully. This keeps a resume over
-    hundreds of thousands of images from decoding each of them again.
-    """
+def _drop_outside_folders(out: Path, plan: pd.DataFrame, failures: list[dict], summary) -> pd.DataFrame:
+    """Return `plan` without the variants whose folder resolves outside `out` (a symlinked class folder): they
+    are never written to nor cleaned, but counted as failures like any other unsafe name (added to `failures`
+    and `summary`)."""
+    outside: set[Path] = set()
     for folder in {(out / p).parent for p in plan["path"]}:
+        try:
+            ensure_inside(out, folder / "x")
+        except UnsafeNameError as err:
+            outside.add(folder)
+            log.error("%s", err)
+    if not outside:
+        return plan
+    bad = plan["path"].map(lambda p: (out / p).parent in outside).to_numpy()
+    for sid, synth, p in zip(plan["sample_id"][bad], plan["synthetic_id"][bad], plan["path"][bad]):
+        reason = f"{out / p} is not a safe file name: its folder resolves outside --output_path {out}"
+        failures.append({"sample_id": sid, "synthetic_id": synth, "reason": reason})
+    summary.failed += int(bad.sum())
+    summary.failure_reasons["not a safe file name"] += int(bad.sum())
+    return plan[~bad].reset_index(drop=True)
+
+
+def _done_variants(out: Path, plan: pd.DataFrame, part: int, total: int, overwrite: bool = False) -> list[bool]:
+    """Return, per planned variant, whether its image under `out` is done (a resumed run skips it; none with
+    `overwrite`).
+
+    Temporary files of a killed run (atomic writes: `.{name}.*.tmp`) never count as done; this shard's own
+    ones are removed (`.{its image}.*.tmp`, its manifest's and failures CSV's): shards share class folders, and
+    another shard's temporary file may be in flight. Rows the shard's previous manifest recorded were written
+    atomically: they must exist and be complete (JPEG start and end markers: two small reads, no decoding). Any
+    other file (written after the last manifest flush, or by another tool) must decode fully. This keeps a
+    resume over hundreds of thousands of images from decoding each of them again.
+    """
+    files_by_folder: dict[Path, set[str]] = defaultdict(set)
+    for p in plan["path"]:
+        files_by_folder[(out / p).parent].add(Path(p).name)
+    for folder, names in files_by_folder.items():
         for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if stale.name[1:].rsplit(".", 2)[0] in names:
+                stale.unlink(missing_ok=True)
+    previous = out / shard_manifest_name(part, total)
+    for own in (previous.name, shard_failures_name(part, total)):
+        for stale in out.glob(f".{own}.*.tmp"):
             stale.unlink(missing_ok=True)
+    if overwrite:
+        return [False] * len(plan)
     recorded: set[str] = set()
     if previous.is_file():
         try:

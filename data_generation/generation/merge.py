@@ -37,7 +37,19 @@ def merge_manifests(output_path: str | Path, out_name: str = MANIFEST_FILE) -> M
         i, n = parse_shard_name(f.name)
         seen.setdefault(n, set()).add(i)
     missing = [f"part {i} of {n}" for n, got in seen.items() for i in range(1, n + 1) if i not in got]
-    frames = [pd.read_parquet(f) for f in files]
+    frames = []
+    for f in files:  # each shard on its own: one that is unreadable or lacks the key is named, never merged as junk
+        try:
+            frame = pd.read_parquet(f)
+        except Exception as err:  # pyarrow raises several types
+            raise ValueError(
+                f"{f}: cannot read this shard manifest ({err}); regenerate that shard or move it away"
+            ) from None
+        if "synthetic_id" not in frame.columns or frame["synthetic_id"].isna().any():
+            raise ValueError(
+                f"{f}: not a shard manifest: no 'synthetic_id' for every row (columns {list(frame.columns)})"
+            )
+        frames.append(frame)
     merged = pd.concat(frames, ignore_index=True).drop_duplicates("synthetic_id", keep="last")
     merged = merged.sort_values("synthetic_id").reset_index(drop=True)
     meta = read_parquet_metadata(files[0])

@@ -106,8 +106,10 @@ def _read_list(path: Path) -> pd.DataFrame:
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise TableError(f"{path}: line {i + 1}: expected 'relative/path label', got {line!r}")
+        if len(parts) != 2 or not parts[1].isdigit() or len(parts[1]) > 18:
+            raise TableError(
+                f"{path}: line {i + 1}: expected 'relative/path label' with an integer label >= 0, got {line!r}"
+            )
         rows.append((parts[0], int(parts[1])))
     if not rows:
         raise TableError(f"{path}: the list has no entries")

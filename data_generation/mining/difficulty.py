@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from curriculum.distributed import sharded_rows
 from curriculum.images import load_rgb
 from curriculum.registry import Registry
+from curriculum.tables import parse_bool_column
 from curriculum.weights_io import create_timm_classifier
 
 DIFFICULTY_SCORERS: Registry = Registry("difficulty scorer")
@@ -148,10 +149,11 @@ def dynamics_scores(dynamics: pd.DataFrame, source: str = "dynamics") -> pd.Data
     if dynamics.empty:
         raise ValueError(f"{source}: no training-dynamics rows")
     d = dynamics.sort_values(["sample_id", "epoch"], kind="stable")
+    d = d.assign(correct=parse_bool_column(d["correct"], source, "correct").to_numpy())
     epochs = np.sort(d["epoch"].unique())
     rows = {}
     for sid, g in d.groupby("sample_id", sort=True):
-        correct = g["correct"].astype(bool).to_numpy()
+        correct = g["correct"].to_numpy(dtype=bool)
         if len(g) != len(epochs):
             raise ValueError(f"{source}: sample {sid!r} has {len(g)} epochs of dynamics, others {len(epochs)}")
         wrong = np.flatnonzero(~correct)

@@ -115,13 +115,16 @@ def run_mining(args) -> MiningRun | None:
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
     config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
-    res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
-    write_csv(res.summary, summary_path)
     spearman_path = None
-    if not res.correlations.empty:
-        spearman_path = Path(args.scores_parquet).with_suffix(".spearman.csv")
-        write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
+    try:
+        res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
+        write_csv(res.summary, summary_path)
+        if not res.correlations.empty:
+            spearman_path = Path(args.scores_parquet).with_suffix(".spearman.csv")
+            write_csv(res.correlations.rename_axis("score"), spearman_path, index=True)
+    except OSError as err:  # a read-only or missing output folder, a full disk: one line naming the flags
+        raise OSError(f"cannot write the outputs (--output_csv/--scores_parquet): {err}") from err
     state = None
     if args.prototype_state:
         state, _ = save_prototype_state(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from curriculum.tables import to_discl_layout, write_csv, write_parquet
+from curriculum.tables import parse_bool_column, to_discl_layout, write_csv, write_parquet
 from data_generation.mining.difficulty import (
     NON_SCORE_COLUMNS,
     base_score_name,
@@ -140,13 +140,16 @@ def select_hard(scores: pd.DataFrame, rule: HardRule, class_counts: pd.Series | 
         candidates = scores[scores["label"].map(counts).fillna(0) <= rule.tail_max_count]
     masks = []
     if rule.misclassified:
-        masks.append(~candidates[list(rule.misclassified_by)].astype(bool).all(axis=1))
+        correct = pd.concat(
+            [parse_bool_column(candidates[c], "the score table", c) for c in rule.misclassified_by], axis=1
+        )
+        masks.append(~correct.all(axis=1))
     for col, q in rule.bottom_q.items():
         masks.append(_extreme(candidates[col].astype(float), q, largest=False))
     for col, q in rule.top_q.items():
         masks.append(_extreme(candidates[col].astype(float), q, largest=True))
     if rule.flag_column:
-        masks.append(candidates[rule.flag_column].astype(str).str.lower().isin({"1", "true", "yes"}))
+        masks.append(parse_bool_column(candidates[rule.flag_column], "the sample table", rule.flag_column))
     if masks:
         chosen = pd.concat(masks, axis=1)
         hard_c = chosen.any(axis=1) if rule.combine == "any" else chosen.all(axis=1)

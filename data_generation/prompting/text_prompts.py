@@ -82,6 +82,10 @@ class EndpointRefusedKey(RuntimeError):
     way, so the run stops at once (the classes finished so far stay saved)."""
 
 
+class EndpointUnreachable(RuntimeError):
+    """The prompt server cannot be reached or did not answer within the timeout (every class would fail alike)."""
+
+
 @LANGUAGE_MODELS.register("openai")
 @dataclass
 class OpenAIChat:
@@ -129,6 +133,13 @@ class OpenAIChat:
                     f"{'' if key else ' (not set)'} or --api_key_env"
                 ) from err
             raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            # no answer at all (refused connection, unknown host, --timeout passed): the next class would wait
+            # the same, so the run stops here instead of waiting --timeout x tries x classes
+            raise EndpointUnreachable(
+                f"{self.base_url()} did not answer within --timeout {self.timeout:g}s "
+                f"({getattr(err, 'reason', err)}); check --api_base or the server"
+            ) from err
         return data["choices"][0]["message"]["content"]
 
 
@@ -178,6 +189,12 @@ class PromptRun:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def settings_path(out_json: str | Path) -> Path:
+    """Return the file beside a prompt JSON that records the settings its prompts were made with."""
+    out_json = Path(out_json)
+    return out_json.with_name(out_json.name + ".settings.json")
+
+
 def generate_prompt_file(
     class_names: Sequence[str],
     out_json: str | Path,
@@ -187,15 +204,48 @@ def generate_prompt_file(
     hint: str = "",
     max_tries: int = 3,
     progress: bool = True,
+    settings: dict | None = None,
+    overwrite: bool = False,
 ) -> PromptRun:
     """Ask `ask` for `n` descriptions per class and save `{class: [prompt, ...]}` to `out_json`; return counts.
 
     Classes already in the file are skipped (resume). An answer that fails validation is asked again up to
-    `max_tries` times, then the class is reported as failed and nothing is saved for it.
+    `max_tries` times, then the class is reported as failed and nothing is saved for it. `settings` (what
+    determines the prompts: backend, model, n, min_words, hint) are kept beside the file in
+    `{out_json}.settings.json`; resuming a file made with other settings is a ValueError naming them, unless
+    `overwrite` (then every class is asked again).
     """
     out_json = Path(out_json)
-    data: dict[str, list[str]] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    data: dict[str, list[str]] = {}
+    side = settings_path(out_json)
+    if settings is not None and out_json.is_file() and side.is_file() and not overwrite:
+        try:
+            old = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{side}: cannot read the recorded settings ({err}); fix it or move it away") from None
+        plain = json.loads(json.dumps(settings, default=str))
+        changed = sorted(k for k in set(old) | set(plain) if old.get(k) != plain.get(k))
+        if changed:
+            what = ", ".join(f"--{k} {old.get(k)!r} -> {plain.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"--prompt_json {out_json} was made with other settings ({what}); use a new --prompt_json, "
+                "rerun with the recorded settings, or pass --overwrite to ask every class again"
+            )
+    if out_json.is_file() and not overwrite:
+        try:
+            data = json.loads(out_json.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"--prompt_json {out_json}: the existing file is not valid JSON ({err}); fix it or move it away "
+                "(it is resumed, never overwritten)"
+            ) from None
+        if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
+        ):
+            raise ValueError(f"--prompt_json {out_json}: the existing file is not a {{class: [prompt, ...]}} map")
     run = PromptRun()
+    if settings is not None:
+        write_json(settings, side)
     for name in tqdm(list(dict.fromkeys(class_names)), desc="prompts", unit="class", disable=not progress):
         if name in data:
             run.skipped_done += 1
@@ -204,8 +254,8 @@ def generate_prompt_file(
         for _ in range(max_tries):
             try:
                 good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
-            except EndpointRefusedKey:
-                raise  # a refused key fails every class alike: stop now, keep what is saved
+            except (EndpointRefusedKey, EndpointUnreachable):
+                raise  # a refused key or a dead server fails every class alike: stop now, keep what is saved
             except Exception as err:  # network or model errors: counted, retried
                 good, why = None, f"{type(err).__name__}: {err}"
             if good is not None:

@@ -48,6 +48,8 @@ class SpectrumIndex:
     source: str  # "manifest:<file>", "shard manifests:<n> files" or "walk:<folder>"
     metadata: dict = field(default_factory=dict)  # the manifest's own metadata (generation config)
     real_root: str = ""
+    #: image files a --walk left out because their name starts with "." (reported in the summary)
+    n_hidden_skipped: int = 0
 
 
 def resolve_template(template: str | None, layout: str | None = None) -> str:
@@ -82,15 +84,18 @@ def read_manifest(
         files = shard_manifests(syn_path)
     if not files:
         return None
-    try:
-        frames = [pd.read_parquet(f) for f in files]
-    except Exception as err:
-        raise SpectrumError(f"cannot read manifest {files}: {err}") from err
-    rows = pd.concat(frames, ignore_index=True).drop_duplicates("synthetic_id", keep="last")
     need = ["synthetic_id", "sample_id", "prompt", "strength", "path"]
-    missing = [c for c in need if c not in rows.columns]
-    if missing:
-        raise SpectrumError(f"{files[0]}: manifest lacks column(s) {missing}")
+    frames = []
+    for f in files:  # each shard on its own: one without a column must not turn into junk rows of the others
+        try:
+            frame = pd.read_parquet(f)
+        except Exception as err:
+            raise SpectrumError(f"{f}: cannot read this manifest ({err})") from err
+        missing = [c for c in need if c not in frame.columns]
+        if missing:
+            raise SpectrumError(f"{f}: manifest lacks column(s) {missing}")
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True).drop_duplicates("synthetic_id", keep="last")
     source = f"manifest:{files[0]}" if len(files) == 1 else f"shard manifests:{len(files)} files in {syn_path}"
     return rows.reset_index(drop=True), read_parquet_metadata(files[0]), source
 
@@ -115,6 +120,7 @@ def walk_spectrum(
         raise SpectrumError(f"--syn_path {syn_path}: no such folder")
     by_id = samples.set_index("sample_id") if samples is not None else None
     rows = []
+    hidden = 0
     for class_dir in sorted(p for p in syn_path.iterdir() if p.is_dir()):
         for var_dir in sorted(p for p in class_dir.iterdir() if p.is_dir()):
             variant = parse_variant_dirname(var_dir.name)
@@ -122,6 +128,9 @@ def walk_spectrum(
                 continue
             strength, guidance, seed = variant
             for img in sorted(var_dir.iterdir()):
+                if img.name.startswith(".") and is_image_file(img.name[1:]):
+                    hidden += 1  # a hidden image file: left out, but counted in the summary
+                    continue
                 if not is_image_file(img):
                     continue  # also skips the hidden temporary files of an interrupted atomic write
                 sid = img.stem
@@ -155,7 +164,11 @@ def walk_spectrum(
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     for col in ("steps", "width", "height"):
         df[col] = df[col].astype("Int64")
-    return df.sort_values("synthetic_id").reset_index(drop=True)
+    df = df.sort_values("synthetic_id").reset_index(drop=True)
+    if hidden:
+        log.warning("%s: %d image file(s) whose name starts with '.' were left out of the walk", syn_path, hidden)
+    df.attrs["n_hidden_skipped"] = hidden
+    return df
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -212,6 +225,7 @@ def build_index(
         raise SpectrumError(f"--syn_path {syn_path}: no such folder")
     samples = read_sample_table(data_csv, real_path) if data_csv else None
     found = None if walk else read_manifest(syn_path, manifest)
+    hidden = 0
     if found is not None:
         rows, meta, source = found
         for col in MANIFEST_COLUMNS:
@@ -230,6 +244,7 @@ def build_index(
         layout = samples.attrs.get("layout") if samples is not None else None
         rows = walk_spectrum(syn_path, resolve_template(prompt_template, layout), samples, class_names)
         meta, source = {}, f"walk:{syn_path}"
+        hidden = int(rows.attrs.get("n_hidden_skipped", 0))
         if rows.empty:
             raise SpectrumError(
                 f"{syn_path}: no manifest ({MANIFEST_FILE} / {SHARD_GLOB}) and no images in DisCL's "
@@ -252,4 +267,6 @@ def build_index(
             real_files.append("")
     rows["syn_file"] = [str(syn_path / p) for p in rows["path"]]
     rows["real_file"] = real_files
-    return SpectrumIndex(rows=rows.reset_index(drop=True), source=source, metadata=meta, real_root=str(root))
+    return SpectrumIndex(
+        rows=rows.reset_index(drop=True), source=source, metadata=meta, real_root=str(root), n_hidden_skipped=hidden
+    )

@@ -11,6 +11,7 @@ re-reads the cache.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter, deque
@@ -38,7 +39,7 @@ from curriculum.contracts import (
 )
 from curriculum.distributed import ProcessInfo, barrier, detect, gather_rows
 from curriculum.images import SourceImageError, load_rgb
-from curriculum.tables import read_class_names, write_csv, write_parquet
+from curriculum.tables import read_class_names, write_csv, write_parquets
 from data_generation.scoring.backends import ClipScorer, default_model, load_scorer
 from data_generation.scoring.cache import EmbeddingCache, file_key
 from data_generation.scoring.index import SpectrumIndex, build_index
@@ -123,7 +124,13 @@ class ScoringResult:
         return (
             f"kept {self.n_kept} of {self.n_total} synthetic images ({self.n_failed} not scorable)"
             f" in {self.seconds:.1f}s"
-            f" ({rate:.1f} new img/s); embeddings: {emb}" + (f"; problems: {fails}" if fails else "")
+            f" ({rate:.1f} new img/s); embeddings: {emb}"
+            + (f"; problems: {fails}" if fails else "")
+            + (
+                f"; {self.index.n_hidden_skipped} hidden image file(s) (name starting with '.') skipped by --walk"
+                if self.index.n_hidden_skipped
+                else ""
+            )
         )
 
 
@@ -467,14 +474,26 @@ def scoring_metadata(result: ScoringResult, cfg: ScoringConfig) -> dict:
     return meta
 
 
+def scores_digest(scores: pd.DataFrame) -> str:
+    """Return a short hash of a scores table's content (its rows and columns), recorded as `scoring_id`."""
+    h = hashlib.sha256(",".join(map(str, scores.columns)).encode())
+    h.update(pd.util.hash_pandas_object(scores.astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def write_outputs(result: ScoringResult, cfg: ScoringConfig, rows: pd.DataFrame) -> dict:
     """Write the scores, the filtered manifest, the summary, failures and plots; return {name: path}."""
     out = Path(cfg.output_dir or cfg.syn_path)
     scores = result.scores
     meta = scoring_metadata(result, cfg)
+    # The scores and the filtered manifest are one unit: both carry the same `scoring_id` (a hash of the
+    # scores) and are written to temporary files first, then renamed; a kill between the two renames leaves
+    # ids that disagree, which readers (training.trainers.data.load_synthetic) detect, and a rerun rewrites both.
+    meta = dict(meta, scoring_id=scores_digest(scores))
+    written = write_parquets([(scores, out / SCORES_FILE, meta), (scores[scores[KEEP]], out / FILTERED_FILE, meta)])
     paths = {
-        "scores": str(write_parquet(scores, out / SCORES_FILE, meta)),
-        "filtered": str(write_parquet(scores[scores[KEEP]], out / FILTERED_FILE, meta)),
+        "scores": str(written[0]),
+        "filtered": str(written[1]),
         "summary": str(write_csv(summarize(scores), out / SUMMARY_FILE)),
     }
     bad = scores[SCORE_STATUS] != "ok"

@@ -206,6 +206,7 @@ def _phase2_argv(cfg: DemoConfig, paths: dict[str, Path], variant: str, seed: in
         "cpu",
         "--run_dir",
         paths["phase2"] / f"{variant}-seed{seed}",
+        "--resume",  # a rerun of the demo continues a killed run (train_lt refuses a used --run_dir without it)
     ]
     if variant == "baseline":
         return argv

@@ -47,6 +47,16 @@ def save_checkpoint(
     return final
 
 
+def remove_stale_temporaries(run_dir: str | Path) -> int:
+    """Remove what a killed run's atomic writes left behind (`checkpoints/.epoch-*` folders, `.*.tmp` files in
+    the run folder); return how many were removed. Call before training starts, from one process."""
+    run_dir = Path(run_dir)
+    stale = list((run_dir / CHECKPOINT_DIR).glob(".epoch-*")) + list(run_dir.glob(".*.tmp"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """Return the newest complete checkpoint folder of a run, or None."""
     root = Path(run_dir) / CHECKPOINT_DIR

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curriculum.images import crop_resize, load_rgb, to_signed_array
+from curriculum.images import SourceImageError, crop_resize, load_rgb, to_signed_array
 from curriculum.tables import read_image_folder, read_sample_table, select_split, write_csv
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -43,8 +43,13 @@ class PixelDataset:
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Return the image at `path` as RGB, center-cropped to a square and resized to size×size (bicubic), as an
     HxWx3 float32 array in [-1, 1] (`curriculum.images.crop_resize`, the crop pixel-ddpm applies to generation
-    sources, so never squashed); read by `curriculum.images.load_rgb` (EXIF rotation, alpha on white)."""
-    return to_signed_array(crop_resize(load_rgb(path), (size, size)))
+    sources, so never squashed); read by `curriculum.images.load_rgb` (EXIF rotation, alpha on white, 16-bit data
+    scaled). An unreadable image is a ValueError naming `--data` and the file."""
+    try:
+        im = load_rgb(path)
+    except SourceImageError as err:
+        raise ValueError(f"--data: {err}") from None
+    return to_signed_array(crop_resize(im, (size, size)))
 
 
 def _stack(paths: list[str], size: int) -> torch.Tensor:

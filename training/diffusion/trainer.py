@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from curriculum.sparsity import (
@@ -54,7 +55,12 @@ from curriculum.timestep import (
     make_timestep_sampler,
 )
 from training.diffusion.channel_mask import BottleneckMask, bottleneck_channels, bottleneck_zero_fraction
-from training.diffusion.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.diffusion.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from training.diffusion.data import PixelDataset, load_pixel_dataset
 
 log = logging.getLogger(__name__)
@@ -260,8 +266,11 @@ def sample_grid(
     return Image.fromarray((grid * 255).round().astype(np.uint8))
 
 
+_DAMAGED = "move that checkpoint folder away to resume from the one before it, or pass --no_resume"
+
+
 def _check_resume_config(state: dict, cfg: DiffusionTrainConfig, where: Path) -> None:
-    old = {k: v for k, v in state["config"].items() if k not in _RESUME_FREE}
+    old = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUME_FREE}
     new = {k: v for k, v in cfg.to_json().items() if k not in _RESUME_FREE}
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
@@ -314,11 +323,20 @@ def train_diffusion(cfg: DiffusionTrainConfig, dataset: PixelDataset | None = No
     total_steps = steps_per_epoch * schedule.total_epochs
     start_epoch, global_step, history, stage_rows = 0, 0, [], []
     resumed_from = None
+    if accelerator.is_main_process:  # leftovers of a killed run's atomic writes are never reused
+        remove_stale_temporaries(run_dir)
+    accelerator.wait_for_everyone()
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is not None:
-        state = json.loads((ckpt / "state.json").read_text())
+        try:
+            state = json.loads((ckpt / "state.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{ckpt / 'state.json'}: the checkpoint is damaged ({err}); {_DAMAGED}") from None
         _check_resume_config(state, cfg, ckpt)
-        state = load_checkpoint(ckpt, unet, ema, optimizer, mask)
+        try:
+            state = load_checkpoint(ckpt, unet, ema, optimizer, mask)
+        except (OSError, KeyError, RuntimeError, SafetensorError) as err:
+            raise ValueError(f"{ckpt}: the checkpoint is damaged ({type(err).__name__}: {err}); {_DAMAGED}") from None
         start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
         history, stage_rows = state["history"], state["stages"]
         resumed_from = str(ckpt)

@@ -2,8 +2,9 @@
 
 A checkpoint folder holds `model.safetensors`, `optimizer.safetensors` (the optimizer's tensors, flattened),
 and `state.json` (optimizer param groups, LR scheduler, fp16 GradScaler, guidance schedule, sampler,
-epoch/step, config). The pieces (`save_tensors`, `flatten_optimizer`/`unflatten_optimizer`, `atomic_folder`)
-are the one implementation the diffusion trainer's checkpoints (`training.diffusion.checkpoint`) use too.
+epoch/step, config). The pieces (`save_tensors`, `flatten_optimizer`/`unflatten_optimizer`, `atomic_folder`
+with its `.tmp`/`.old` recovery) are the one implementation the diffusion trainer's checkpoints
+(`training.diffusion.checkpoint`) use too.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from curriculum.tables import atomic_path, write_json
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded (truncated weights, corrupt state.json); the message names it."""
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
@@ -53,20 +58,41 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
+STATE_FILE = "state.json"
+
+
+def _tmp_of(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.tmp")
+
+
+def _old_of(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.old")
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `folder`; on success it replaces `folder`, on error it is removed."""
+    """Yield the temporary folder `.<name>.tmp` beside `folder`; on success it replaces `folder`, on error
+    (e.g. a full disk) it is removed and the previous `folder` stays as it is.
+
+    The previous folder is moved aside to `.<name>.old`, not deleted, until the new one is in place: a kill
+    between the two renames leaves a complete `.<name>.tmp` (and `.<name>.old`) that `recover_checkpoint`
+    puts back. The temporary folder is made with `mkdir`, so it follows the umask like any folder.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp, old = _tmp_of(folder), _old_of(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         yield tmp
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -93,8 +119,32 @@ def save_checkpoint(
             meta["scheduler"] = scheduler.state_dict()
         if scaler is not None:
             meta["scaler"] = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}
-        write_json(meta, tmp / "state.json")
+        write_json(meta, tmp / STATE_FILE)  # written last: a temporary folder with state.json is complete
     return Path(folder)
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / STATE_FILE).is_file()
+
+
+def recover_checkpoint(folder: str | Path) -> Path | None:
+    """Return the checkpoint folder to resume from, after finishing a save that a kill interrupted; None if none.
+
+    `folder` itself when complete; else the complete new temporary checkpoint (a kill came after it was written
+    but before the rename), else the previous one moved aside - renamed into place. Incomplete leftovers of a
+    killed save are removed.
+    """
+    folder = Path(folder)
+    tmp, old = _tmp_of(folder), _old_of(folder)
+    if not _complete(folder):
+        for candidate in (tmp, old):
+            if _complete(candidate):
+                shutil.rmtree(folder, ignore_errors=True)
+                candidate.rename(folder)
+                break
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return folder if folder.is_dir() else None
 
 
 def load_checkpoint(
@@ -109,12 +159,20 @@ def load_checkpoint(
     folder = Path(folder)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint (no model.safetensors)")
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    meta = json.loads((folder / "state.json").read_text())
-    if optimizer is not None and "optimizer" in meta:
-        optimizer.load_state_dict(
-            unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"])
-        )
+    try:
+        meta = json.loads((folder / STATE_FILE).read_text())
+        weights = load_file(str(folder / "model.safetensors"))
+        has_opt = optimizer is not None and "optimizer" in meta
+        opt = load_file(str(folder / "optimizer.safetensors")) if has_opt else None
+        meta["extra"], meta["torch_rng"]  # noqa: B018  (a state.json without them is not ours)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise CheckpointError(
+            f"{folder}: the checkpoint is damaged ({type(err).__name__}: {err}); restore it, or move it away "
+            "and rerun with --resume to start the run over"
+        ) from None
+    model.load_state_dict(weights)
+    if opt is not None:
+        optimizer.load_state_dict(unflatten_optimizer(opt, meta["optimizer"]))
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict(meta["scheduler"])
     if scaler is not None and meta.get("scaler"):

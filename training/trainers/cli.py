@@ -230,22 +230,24 @@ def train_config(
 
 
 def run_training(prog: str, cfg: TrainConfig, task, data) -> int:
-    """Run `engine.train` for a CLI; return 0, or 2 (with a message naming the file) when an image that
-    exists cannot be decoded - the checkpoints written until then are kept, so --resume continues."""
+    """Run `engine.train` for a CLI; return 0, or 2 with one line naming the file or flag: an image that exists
+    but cannot be decoded, a full disk or read-only folder (the checkpoints written until then are kept, so
+    --resume continues), a used --run_dir without --resume, --resume with changed flags, a damaged checkpoint."""
     import sys
 
     from training.trainers.engine import EmptyCurriculumError, train
 
     try:
         result = train(cfg, task, data)
-    except OSError as err:  # load_image names the file
+    except (EmptyCurriculumError, ValueError) as err:
+        # a used --run_dir, changed flags on --resume, a damaged checkpoint, a curriculum that added nothing
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an undecodable image (load_image names it), a full disk, a read-only run folder
         print(
-            f"{prog}: error: {err}; the checkpoints written so far are kept: fix the file and rerun with --resume",
+            f"{prog}: error: {err}; the checkpoints written so far are kept: fix the cause and rerun with --resume",
             file=sys.stderr,
         )
-        return 2
-    except (EmptyCurriculumError, ValueError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"done: {result['run_dir']}; best {result['best']}")
     return 0

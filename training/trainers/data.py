@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curriculum.contracts import KEEP, REAL_LEVEL, guidance_level
+from curriculum.contracts import FILTERED_FILE, KEEP, REAL_LEVEL, SCORES_FILE, guidance_level
 from curriculum.guidance import ALL_LEVELS
 from curriculum.images import SourceImageError, load_rgb
-from curriculum.tables import read_parquet_metadata, read_sample_table, read_table
+from curriculum.tables import check_labels, parse_bool_column, read_parquet_metadata, read_sample_table, read_table
 
 # one row per training item: where the image is, its class, where it came from
 ITEM_COLUMNS = ["item_id", "sample_id", "path", "label", "level", "source"]
@@ -38,7 +38,7 @@ def load_real(
         if df.empty:
             raise ValueError(f"{table_path}: no rows with split == {split!r}")
     if hard_column in df.columns:
-        df["hard"] = df[hard_column].astype(str).str.lower().isin({"1", "true", "yes"})
+        df["hard"] = parse_bool_column(df[hard_column], table_path, hard_column).to_numpy()
     else:
         df["hard"] = False
     return df
@@ -57,20 +57,21 @@ def load_synthetic(
     a class of the real data is an error naming it; levels below `min_level` are left out.
     """
     manifest = Path(manifest)
-    df = read_table(manifest) if manifest.suffix != ".parquet" else pd.read_parquet(manifest)
+    df = read_table(manifest)
     need = {"synthetic_id", "sample_id", "label", "strength", "path"}
     missing = need - set(df.columns)
     if missing:
         raise ValueError(f"{manifest}: not a synthetic manifest, missing column(s) {sorted(missing)}")
-    if KEEP in df.columns:
-        df = df[df[KEEP].astype(bool)]
+    if KEEP in df.columns:  # strictly: a CSV's (or a string column's) "False" is False
+        df = df[parse_bool_column(df[KEEP], manifest, KEEP).to_numpy()]
+    meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
+    check_scoring_unit(manifest, meta)
     if syn_root is None:
-        meta = read_parquet_metadata(manifest) if manifest.suffix == ".parquet" else {}
         syn_root = meta.get("syn_path") or meta.get("config", {}).get("output_path") or manifest.parent
         if not Path(syn_root).is_dir():
             syn_root = manifest.parent
     df = df.copy()
-    df["label"] = df["label"].astype("int64")
+    df["label"] = check_labels(df["label"], manifest).to_numpy()
     df["level"] = [guidance_level(s) for s in df["strength"].astype(float)]
     df["path"] = [str(p if Path(p).is_absolute() else Path(syn_root) / p) for p in df["path"]]
     if known_labels is not None:
@@ -82,6 +83,25 @@ def load_synthetic(
                 "which is not a class of the real training data"
             )
     return df[df["level"] >= min_level].reset_index(drop=True)
+
+
+#: comp_clip_scores's two outputs, written as one unit with the same `scoring_id` in their metadata
+SCORING_UNIT = (SCORES_FILE, FILTERED_FILE)
+
+
+def check_scoring_unit(manifest: Path, meta: dict) -> None:
+    """Return None unless `manifest` is one of comp_clip_scores's two outputs and its sibling carries another
+    `scoring_id` (a kill between their renames): then raise ValueError naming both and the fix."""
+    if manifest.name not in SCORING_UNIT or "scoring_id" not in meta:
+        return
+    other = manifest.with_name(SCORING_UNIT[1 - SCORING_UNIT.index(manifest.name)])
+    if other.is_file():
+        theirs = read_parquet_metadata(other).get("scoring_id")
+        if theirs is not None and theirs != meta["scoring_id"]:
+            raise ValueError(
+                f"{manifest} and {other} come from different comp_clip_scores runs (scoring_id {meta['scoring_id']} "
+                f"vs {theirs}; an interrupted run?): rerun comp_clip_scores on that folder"
+            )
 
 
 def curriculum_validation_split(
@@ -155,7 +175,8 @@ def check_images_exist(paths: Sequence[str], where: str, show: int = 3) -> None:
 
 
 def load_image(path: str) -> Image.Image:
-    """Return the image at `path` as 8-bit RGB (`curriculum.images.load_rgb`: EXIF rotation applied, alpha on white).
+    """Return the image at `path` as 8-bit RGB (`curriculum.images.load_rgb`: EXIF rotation applied, alpha on white,
+    16-bit data scaled, not clipped to white).
 
     Raises OSError naming the path when it is missing or unreadable (the training CLIs turn it into exit code 2).
     """

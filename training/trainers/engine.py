@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from curriculum.guidance import REAL_LEVEL, AdaptiveSchedule, FixedSchedule, level_progress
 from curriculum.tables import write_csv, write_json, write_parquet
-from training.trainers.checkpoint import load_checkpoint, save_checkpoint, save_model_weights
+from training.trainers.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint, save_model_weights
 from training.trainers.data import ItemDataset, stage_items, synthetic_items
 from training.trainers.lr_schedule import WarmupCosine
 
@@ -379,6 +379,11 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
     if hasattr(task, "set_process"):
         task.set_process(accelerator.process_index, accelerator.num_processes)
     main = accelerator.is_main_process  # only the main process writes files; every process trains and evaluates
+    check_run_dir(run, resolved_config(cfg, task.name), cfg.resume)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes to it
+    if main:  # temporary files of a killed run's atomic writes (metrics.csv, best_model, ...): never reused
+        for stale in run.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     torch.manual_seed(cfg.seed)
     writer = tensorboard_writer_class()(log_dir=str(run / "tensorboard")) if cfg.tensorboard and main else None
     if main:
@@ -430,6 +435,9 @@ def train(cfg: TrainConfig, task: Task, data: RunData) -> dict:
 
     # 3. resume from the last checkpoint (weights, optimizer, schedules, the stage position, the metrics so far)
     ckpt = run / "checkpoints" / "last"
+    if main:  # finish a save a kill interrupted (a complete temporary checkpoint is renamed into place)
+        recover_checkpoint(ckpt)
+    accelerator.wait_for_everyone()  # ... before any process looks for the checkpoint
     start_epoch, global_step, best, metrics_rows, schedule_rows = 0, 0, None, [], []
     stage: dict = {"no": 0, "level": None, "offset": 0, "start_step": 0}
     restored_prev = None
@@ -703,9 +711,14 @@ def _resume(run: Path, ckpt: Path, accelerator, model, optimizer, scheduler, sch
     extra = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.scaler)
     if isinstance(schedule, AdaptiveSchedule):
         schedule.load_state_dict(extra["schedule"])
-    metrics_rows, schedule_rows = _read_rows(run / "metrics.csv"), _read_rows(run / "schedule.csv")
+    start_epoch = extra["epoch"] + 1
+    # rows are keyed by epoch: those of epochs after the checkpoint (written before a kill that came ahead of
+    # the checkpoint) are dropped, so the resumed run writes each epoch once. metrics.csv has one row per epoch;
+    # schedule.csv one per stage end, several per epoch in pass mode (--stage_unit pass)
+    metrics_rows = _rows_before(run / "metrics.csv", start_epoch)
+    schedule_rows = _rows_before(run / "schedule.csv", start_epoch, one_per_epoch=False)
     return (
-        extra["epoch"] + 1,
+        start_epoch,
         extra["global_step"],
         extra.get("best"),
         metrics_rows,
@@ -715,15 +728,77 @@ def _resume(run: Path, ckpt: Path, accelerator, model, optimizer, scheduler, sch
     )
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Return the rows of a run CSV (none for a missing or empty file: a pass-mode run may not have ended a stage
-    yet when it is interrupted)."""
+#: flags that may differ between an interrupted run and its resumption (they do not change what is trained)
+RESUME_FREE = frozenset(
+    {"resume", "epochs_per_invocation", "num_workers", "device", "tensorboard", "run_dir", "eval_batch_size"}
+)
+
+
+def _plain(obj):
+    """Return `obj` as config.json stores it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def changed_settings(old: Mapping, new: Mapping) -> list[str]:
+    """Return the names of the settings (config fields and CLI flags) that differ between two resolved configs,
+    leaving out the RESUME_FREE ones; a flag recorded on only one side counts as changed."""
+
+    def diff(part: str) -> list[str]:
+        a, b = _plain(old.get(part) or {}), _plain(new.get(part) or {})
+        return sorted(k for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k))
+
+    task = ["task"] if old.get("task") != new.get("task") else []
+    flags = diff("cli_args")  # what the user typed, named as flags; else the library config's fields
+    return task + ([f"--{k}" for k in flags] if flags else diff("config"))
+
+
+def check_run_dir(run: Path, config: Mapping, resume: bool) -> None:
+    """Return None if `config` may train in `run`; else raise ValueError naming the run folder and the flags.
+
+    A folder that already holds a run (config.json) is refused without --resume (it would silently replace
+    that run), and with --resume when a setting other than the RESUME_FREE ones changed (the resumed run
+    would silently mix two configs); a config.json that cannot be read is an error naming it.
+    """
+    path = run / "config.json"
+    if not path.is_file():
+        if not resume and (run / "checkpoints" / "last").exists():
+            raise ValueError(f"--run_dir {run} already holds checkpoints; pass --resume or use a new --run_dir")
+        return
+    if not resume:
+        raise ValueError(
+            f"--run_dir {run} already holds a run ({path}); pass --resume to continue it or use a new --run_dir"
+        )
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the recorded config ({err}); use a new --run_dir") from None
+    diff = changed_settings(old, config)
+    if diff:
+        flags = ", ".join(diff)
+        raise ValueError(
+            f"--resume: {path} was made with different settings ({flags} changed); "
+            "rerun with the recorded flags or use a new --run_dir"
+        )
+
+
+def _rows_before(path: Path, epoch: int, one_per_epoch: bool = True) -> list[dict]:
+    """Return the rows of a run CSV (metrics/schedule) with epoch < `epoch` (`one_per_epoch`: the last row of
+    each epoch); none for a missing or empty file (a pass-mode run may not have ended a stage before a kill)."""
     if not path.exists() or path.stat().st_size == 0:
         return []
     try:
-        return pd.read_csv(path).to_dict("records")
+        df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return []
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read ({err}); restore it or use a new --run_dir") from None
+    if df.empty or "epoch" not in df.columns:
+        return []
+    df = df[df["epoch"] < epoch]
+    if one_per_epoch:
+        df = df.drop_duplicates("epoch", keep="last")
+    df = df.sort_values("epoch", kind="stable")
+    return df.to_dict("records")
 
 
 def _seed_epoch(seed: int, epoch: int, process: int) -> None:
