@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args
 from curriculum.tables import TableError
 from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
 from data_generation.scoring.index import SpectrumError
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "comp_clip_scores")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = ScoringConfig(
         syn_path=args.syn_path,
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         plots=not args.no_plots,
         grid_samples=args.grid_samples,
         progress=not args.no_progress,
+        preset=args.preset_record,
     )
     try:
         result = score_spectrum(cfg)

@@ -18,6 +18,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
 from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run gene_img with `argv`; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "gene_img")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = GenerationConfig(
         data_csv=args.data_csv,
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_json=args.prompt_json,
         strict=args.strict,
         progress=not args.no_progress,
+        preset=args.preset_record,
     )
     try:
         summary = run_generation(cfg)

@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import read_class_names, read_sample_table  # noqa: E402
 from data_generation.prompting.text_prompts import (
     LANGUAGE_MODELS,
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min_words", type=int, default=15, help="minimum words per description (default 15)")
     p.add_argument("--hint", default="", help="context for the model, e.g. 'camera-trap photos'")
     p.add_argument("--max_tries", type=int, default=3)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "get_text_prompt")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     table = read_sample_table(args.data_csv)

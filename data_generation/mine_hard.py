@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import read_class_names, read_prompt_templates, write_csv  # noqa: E402
 from data_generation.mining.datasets import DATASETS  # noqa: E402
 from data_generation.mining.difficulty import DIFFICULTY_SCORERS, NON_SCORE_COLUMNS, base_score_name  # noqa: E402
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run mining; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "mine_hard")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         for flag in ("--output_csv", "--scores_parquet"):

@@ -75,6 +75,8 @@ class GenerationConfig:
     jpeg_quality: int = 95
     flush_every: int = 20
     progress: bool = True
+    #: the --preset record (name, file, sha256, overrides), kept in the manifest metadata
+    preset: dict | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the flag for settings that cannot work."""

@@ -57,7 +57,7 @@ def base_score_name(column: str) -> str:
     """
     if column in HARDER_IF_LARGER or column in NON_SCORE_COLUMNS:
         return column
-    from data_generation import scorer_runs  # noqa: F401  (registers the scorers whose names prefix clashing columns)
+    from data_generation.mining import scorer_runs  # noqa: F401  (registers the scorers whose names prefix clashing columns)
 
     for scorer in sorted(DIFFICULTY_SCORERS.names(), key=len, reverse=True):
         rest = column[len(scorer) + 1 :]

@@ -68,6 +68,8 @@ class ScoringConfig:
     plots: bool = True
     grid_samples: int = 4
     progress: bool = True
+    #: the --preset record (name, file, sha256, overrides), kept in the scores' metadata
+    preset: dict | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the flag for settings that cannot work."""
