@@ -129,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.line())
     if summary.failures_path:
         print(f"failures listed in {summary.failures_path}")
+    if summary.failed and not args.strict:
+        # exit 0 keeps a long sharded run going, so say it where it cannot be missed
+        print(
+            f"gene_img: WARNING: {summary.failed} of {summary.planned} planned images were NOT generated "
+            f"({'; '.join(f'{k} x{v}' for k, v in summary.failure_reasons.most_common())}); "
+            f"see {summary.failures_path}; --strict makes this exit 1",
+            file=sys.stderr,
+        )
     print(f"manifest: {summary.manifest_path}")
     if args.merge:
         merged = merge_manifests(args.output_path)

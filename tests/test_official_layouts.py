@@ -57,3 +57,63 @@ def test_make_table_writes_the_one_table_and_train_lt_reads_the_root(lt_root, tm
     direct = read_sample_table(lt_root)
     assert again["sample_id"].tolist() == direct["sample_id"].tolist()
     assert again["source_path"].tolist() == direct["source_path"].tolist()
+
+
+# --------------------------------------------------------------------------------------------------------
+# class names that are not folder names
+@pytest.mark.parametrize(
+    "name, folder",
+    [
+        ("baluster / handrail", "baluster %2F handrail"),
+        ("cat", "cat"),
+        ("American Staffordshire Terrier", "American Staffordshire Terrier"),
+        ("50% off", "50%25 off"),
+        ("a\\b", "a%5Cb"),
+        ("..", "%2E%2E"),
+        ("../x", "..%2Fx"),
+    ],
+)
+def test_class_folder_names_are_safe_stable_and_reversible(name, folder):
+    from curriculum.images import class_folder_name, class_from_folder_name, safe_component
+
+    assert class_folder_name(name) == folder and safe_component(folder, "x") == folder
+    assert class_from_folder_name(folder) == name
+
+
+def test_every_imagenet_class_has_its_own_safe_folder():
+    from curriculum.images import class_folder_name, class_from_folder_name
+    from curriculum.tables import read_class_names
+
+    names = read_class_names(Path(__file__).resolve().parent.parent / "assets" / "imagenet_class_names.csv")
+    slash = sorted(k for k, v in names.items() if "/" in v)
+    assert slash == [421, 478, 692, 789, 842]
+    assert all(class_from_folder_name(class_folder_name(v)) == v for v in names.values())
+
+
+def test_a_class_named_with_a_slash_gets_its_images_and_keeps_its_name(tmp_path, tiny_sd_dir, capsys):
+    """gene_img on the official ImageNet-LT list: the "/" class is written to its %2F folder, the manifest keeps
+    "baluster / handrail", and a folder walk of the output maps the folder back to the name."""
+    from data_generation import gene_img
+    from data_generation.scoring.index import walk_spectrum
+
+    root = make_official_imagenet_lt(tmp_path / "ImageNet", {0: 2, SLASH_LABEL: 2}, val_per_class=0, test_per_class=0)
+    out = tmp_path / "syn"
+    argv = ["--data_csv", str(root / "ImageNet_LT_train.txt"), "--output_path", str(out), "--model_id"]
+    argv += [str(tiny_sd_dir), "--strengths", "0.5", "--seeds", "1", "--steps", "2", "--no_progress", "--merge"]
+    assert gene_img.main(argv) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    m = pd.read_parquet(out / "manifest.parquet")
+    assert len(m) == 4 and set(m["label_name"]) == {"tench", "baluster / handrail"}
+    slash = m[m["label"] == SLASH_LABEL]
+    assert all(p.startswith("baluster %2F handrail/Strength50_guidance10") for p in slash["path"])
+    assert all((out / p).is_file() for p in m["path"])
+    walked = walk_spectrum(out, "a photo of {name}")
+    assert set(walked["label_name"]) == {"tench", "baluster / handrail"}
+    assert "a photo of baluster / handrail" in set(walked["prompt"])
+    # a row that cannot be generated: exit 0 (the run goes on) but a loud line with the counts on stderr
+    with open(root / "ImageNet_LT_train.txt", "a") as f:
+        f.write("train/n00000000/gone.JPEG 0\n")
+    assert gene_img.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "gene_img: WARNING: 1 of 5 planned images were NOT generated (missing source image x1)" in err
+    assert gene_img.main(argv + ["--strict"]) == 1
