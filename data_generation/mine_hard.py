@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
         "when it has one, else counted in the mined table)",
     )
     r.add_argument("--combine", default="any", choices=["any", "all"])
+    r.add_argument(
+        "--max_hard",
+        type=int,
+        default=None,
+        help="cap the hard set at the N hardest (largest mean difficulty rank over the scores; ties by sample_id): "
+        "generation cost grows with it (strengths x seeds x guidance scales images each)",
+    )
+    r.add_argument(
+        "--max_hard_per_class", type=int, default=None, help="cap each class's hard samples at its K hardest"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--output_csv", required=True, help="hard-sample CSV for gene_img.py")
     o.add_argument("--scores_parquet", required=True, help="every sample with scores and the hard flag")
@@ -173,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             tail_only=args.tail_only,
             tail_max_count=args.tail_max_count,
             combine=args.combine,
+            max_hard=args.max_hard,
+            max_per_class=args.max_hard_per_class,
         )
         table = load_dataset(args)
         if rule.tail_only and TRAIN_COUNT in table.columns:
@@ -206,18 +218,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.prototype_state and "prototype" not in args.scorers:
             raise ValueError("--prototype_state needs the prototype scorer (--scorers ... prototype)")
         rule = rule.resolve(scored.columns)
+        uncapped = select_hard(scored, replace(rule, max_hard=None, max_per_class=None))
         hard = select_hard(scored, rule)
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         print(f"mine_hard: error: {err}", file=sys.stderr)
         return 2
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
+    config["n_hard_uncapped"] = int(uncapped.sum())
     config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
     res = write_mining_outputs(table, scored, hard, rule, args.output_csv, args.scores_parquet, layout, config)
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
     write_csv(res.summary, summary_path)
     print(f"rule: {rule.describe()}")
-    print(f"hard: {int(hard.sum())} of {len(hard)} samples -> {res.hard_csv} ({layout} layout)")
+    capped = f" (the rule alone: {int(uncapped.sum())}; capped by --max_hard/--max_hard_per_class)"
+    print(
+        f"hard: {int(hard.sum())} of {len(hard)} samples{capped if int(uncapped.sum()) != int(hard.sum()) else ''}"
+        f" -> {res.hard_csv} ({layout} layout)"
+    )
     print(res.summary.head(20).to_string(index=False))
     written = f"all scores: {res.scores_parquet}; per-class summary: {summary_path}"
     if not res.correlations.empty:
