@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_THRESHOLD,
         help=f"keep clip_txt_sim >= this (default {DEFAULT_THRESHOLD}, DisCL iWildCam; 0.30 for ImageNet-LT)",
     )
+    f.add_argument(
+        "--text_template",
+        default=None,
+        help="score each image against this text with {name} = its class name (the reference's ImageNet-LT "
+        "filter: 'a photo of {name}'); default: the image's generation prompt",
+    )
     f.add_argument("--img_threshold", type=float, default=None, help="also require clip_img_sim >= this (default: off)")
     m = p.add_argument_group("model")
     m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         grid_samples=args.grid_samples,
         progress=not args.no_progress,
         preset=args.preset_record,
+        text_template=args.text_template,
     )
     try:
         result = score_spectrum(cfg)

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="default 'a photo of {name} in the wild' (iWildCam), 'a photo of a {name}.' otherwise",
     )
     pr.add_argument(
+        "--prompt_prefix",
+        default="",
+        help="text put before every prompt (the reference's ImageNet-LT: 'a 8k real photo: ' before a description)",
+    )
+    pr.add_argument(
         "--class_names", default=None, help="class-name map CSV (label,classname or iWildCam's y,...,english)"
     )
     pr.add_argument(
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         device=args.device,
         prompt_template=args.prompt_template,
+        prompt_prefix=args.prompt_prefix,
         class_names=args.class_names,
         prompt_json=args.prompt_json,
         strict=args.strict,

@@ -61,5 +61,6 @@ def make_official_imagenet_lt(
             _jpeg(root / rel, rng, size)
             lists["test"].append(f"{rel} {label}")
     for split, lines in lists.items():
-        (root / f"ImageNet_LT_{split}.txt").write_text("\n".join(lines) + "\n")
+        if lines:  # a split with no images has no list (the root still has the training list)
+            (root / f"ImageNet_LT_{split}.txt").write_text("\n".join(lines) + "\n")
     return root

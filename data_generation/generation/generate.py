@@ -68,6 +68,8 @@ class GenerationConfig:
     dtype: str | None = None
     device: str | None = None
     prompt_template: str | None = None
+    #: put before every prompt (the reference's ImageNet-LT "a 8k real photo: ")
+    prompt_prefix: str = ""
     class_names: str | None = None
     prompt_json: str | None = None
     strict: bool = False
@@ -214,6 +216,8 @@ def run_generation(
         load_prompt_lists(cfg.prompt_json),
         class_names_source=cfg.class_names,
     )
+    if cfg.prompt_prefix and len(plan):
+        plan["prompt"] = cfg.prompt_prefix + plan["prompt"].astype(str)
     for f in plan_failures[:5]:
         log.warning("%s: %s", cfg.data_csv, f.reason)
     if len(plan_failures) > 5:
