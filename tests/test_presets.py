@@ -87,12 +87,11 @@ def test_preset_sets_defaults_and_explicit_flags_win(tmp_path):
 
 
 def test_bundled_preset_by_name_and_its_record():
-    p = argparse.ArgumentParser(prog="comp_clip_scores.py")
-    p.add_argument("--threshold", type=float, default=0.25)
-    p.add_argument("--clip_backend", default="transformers")
-    p.add_argument("--clip_model", default=None)
-    args = parse_args(p, ["--preset", "imagenet_lt"], "comp_clip_scores")
-    assert args.threshold == pytest.approx(0.30)
+    from data_generation.comp_clip_scores import build_parser
+
+    args = parse_args(build_parser(), ["--preset", "imagenet_lt", "--syn_path", "s"], "comp_clip_scores")
+    assert args.threshold == pytest.approx(0.30) and args.text_template == "a photo of {name}"
+    assert args.clip_model == "openai/clip-vit-base-patch32"
     assert args.preset_record["name"] == "imagenet_lt"
     assert args.preset_record["sha256"] == hashlib.sha256((PRESET_DIR / "imagenet_lt.yaml").read_bytes()).hexdigest()
 
