@@ -150,3 +150,11 @@ def test_a_cli_records_the_preset_in_its_output(tmp_path):
     assert meta["preset"]["name"] == "imagenet_lt" and meta["dataset"] == "imagenet_lt"
     assert meta["preset"]["sha256"] == hashlib.sha256((PRESET_DIR / "imagenet_lt.yaml").read_bytes()).hexdigest()
     assert meta["preset"]["overrides"] == {} and set(meta["preset"]["explicit"]) == {"data", "out"}
+
+
+@pytest.mark.parametrize("preset", ["imagenet_lt", "iwildcam"])
+def test_the_reproduce_section_applies_to_the_reproduce_command(preset):
+    from curriculum.presets import preset_defaults
+    from training.reproduce.run import build_parser
+
+    assert preset_defaults(build_parser(), load_preset(preset), "reproduce")["sec_per_step"] > 0
