@@ -23,6 +23,7 @@ from data_generation.generation.backends import GENERATORS, ModelLoadError  # no
 from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
 from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
+from data_generation.scoring.backends.base import ScorerLoadError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--prompt_json", default=None, help="JSON {class name: [prompt, ...]}; one is chosen per (image, seed)"
     )
+    c = p.add_argument_group("CLIP check during generation (the reference's ImageNet-LT retries; off by default)")
+    c.add_argument(
+        "--retry_clip_model",
+        default=None,
+        help="CLIP hub id / folder: regenerate an image whose cosine with --retry_text_template is <= "
+        "--retry_threshold, with the class's next description, keeping the best attempt",
+    )
+    c.add_argument("--retry_clip_backend", default="transformers", choices=["transformers", "open_clip"])
+    c.add_argument("--retry_threshold", type=float, default=0.30, help="default 0.30 (the reference's)")
+    c.add_argument("--retry_attempts", type=int, default=6, help="attempts per image, the first included (default 6)")
+    c.add_argument("--retry_text_template", default="a photo of {name}", help="default 'a photo of {name}'")
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
@@ -126,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         strict=args.strict,
         progress=not args.no_progress,
         preset=args.preset_record,
+        retry_clip_model=args.retry_clip_model,
+        retry_clip_backend=args.retry_clip_backend,
+        retry_threshold=args.retry_threshold,
+        retry_attempts=args.retry_attempts,
+        retry_text_template=args.retry_text_template,
     )
     try:
         summary = run_generation(cfg)
-    except (ModelLoadError, ValueError, OSError) as err:
+    except (ModelLoadError, ScorerLoadError, ValueError, OSError) as err:
         print(f"gene_img: error: {err}", file=sys.stderr)
         return 2
     print(summary.line())

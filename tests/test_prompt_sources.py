@@ -120,3 +120,50 @@ def test_filter_scores_against_the_text_template(spectrum_copy, tiny_open_clip_d
     txt = scorer.embed_texts([row["scored_text"]])[0]
     assert row["clip_txt_sim"] == pytest.approx(float(np.dot(img, txt)), abs=1e-4)
     assert comp_clip_scores.main(argv[:-5] + ["--text_template", "no placeholder"]) == 2
+
+
+@pytest.mark.slow
+def test_clip_checked_retries_keep_the_best_attempt(tmp_path, tiny_sd_dir, tiny_hf_clip_dir):
+    """--retry_clip_model: an image at or below the threshold is generated again with the class's next
+    description (up to --retry_attempts), the best attempt is kept and the manifest records its prompt."""
+    from data_generation import gene_img
+    from data_generation.generation.retry import ClipRetry
+    from data_generation.scoring.backends import load_scorer
+
+    root = make_official_imagenet_lt(tmp_path / "ImageNet", {0: 1, SLASH_LABEL: 1}, val_per_class=0, test_per_class=0)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"tench": ["d0", "d1", "d2"], "baluster / handrail": ["e0", "e1", "e2"]}))
+    base = ["--data_csv", str(root), "--model_id", str(tiny_sd_dir), "--strengths", "0.5", "--seeds", "1"]
+    base += ["--steps", "2", "--no_progress", "--prompt_json", str(prompts), "--prompt_prefix", "a 8k real photo: "]
+    check = ["--retry_clip_model", str(tiny_hf_clip_dir), "--retry_attempts", "3"]
+
+    def run(out, *extra):
+        assert gene_img.main(base + ["--output_path", str(out), *extra]) == 0
+        return pd.read_parquet(next(out.glob("manifest-part*.parquet"))).sort_values("sample_id")
+
+    plain = run(tmp_path / "plain")
+    never = run(tmp_path / "never", *check, "--retry_threshold", "-1.0")  # every image passes: no retry
+    assert never["prompt"].tolist() == plain["prompt"].tolist()
+    for p in plain["path"]:
+        assert (tmp_path / "never" / p).read_bytes() == (tmp_path / "plain" / p).read_bytes()
+    always = run(tmp_path / "always", *check, "--retry_threshold", "1.0")  # nothing passes: 3 attempts each
+    again = run(tmp_path / "again", *check, "--retry_threshold", "1.0")
+    assert always["prompt"].tolist() == again["prompt"].tolist()  # deterministic
+    assert all(p.startswith("a 8k real photo: ") for p in always["prompt"])
+    # the kept image is the best of its attempts: recompute the three candidates' similarities
+    scorer = load_scorer("transformers", str(tiny_hf_clip_dir), device="cpu")
+    retry = ClipRetry(scorer, 1.0, 3)
+    from curriculum.images import load_rgb
+
+    for _, row in always.iterrows():
+        kept = retry.similarities(
+            [np.asarray(load_rgb(tmp_path / "always" / row["path"]), dtype=np.float32) / 255], [row["label_name"]]
+        )[0]
+        first = retry.similarities(
+            [np.asarray(load_rgb(tmp_path / "plain" / row["path"]), dtype=np.float32) / 255], [row["label_name"]]
+        )[0]
+        assert kept >= first - 0.02  # JPEG round trip tolerance
+    from curriculum.tables import read_parquet_metadata
+
+    meta = read_parquet_metadata(next((tmp_path / "always").glob("manifest-part*.parquet")))
+    assert meta["generator"]["clip_retry"]["counts"] == {"checked": 2, "retried": 2, "generations": 6, "below": 2}

@@ -24,6 +24,8 @@ get_text_prompt:
   backend: template
 gene_img:
   model_id: {sd_dir}
+  retry_clip_model: {clip_dir}
+  retry_attempts: 2
   dtype: fp32
   device: cpu
   strengths: [0.5, 1.0]

@@ -186,6 +186,8 @@ class PlanCounts:
     per_hard: int
     steps_per_hard: int
     sec_per_step: float
+    #: the most generations per image (the CLIP-checked retries); the estimate is for one, the bound for all
+    max_attempts: int = 1
 
     @property
     def synthetic(self) -> int | None:
@@ -244,7 +246,8 @@ def plan_counts(setup: str, preset: Preset, data_root: Path, paths: Paths, sec_p
     # img2img runs int(steps * strength) denoising steps (diffusers' get_timesteps), each a CFG forward
     denoise = sum(math.floor(steps * s + 1e-9) for s in strengths)
     hard, how = count_hard(setup, preset, data_root, paths)
-    return PlanCounts(hard, how, len(strengths) * n_cfg * n_seeds, denoise * n_cfg * n_seeds, sec_per_step)
+    attempts = int(gen.get("retry_attempts", 6)) if gen.get("retry_clip_model") else 1
+    return PlanCounts(hard, how, len(strengths) * n_cfg * n_seeds, denoise * n_cfg * n_seeds, sec_per_step, attempts)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -417,6 +420,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def plan_text(c: PlanCounts) -> str:
     """Return the plan's counts in words."""
+    retries = (
+        f"; the CLIP-checked retries may generate an image up to {c.max_attempts} times: at most {c.max_attempts}x that"
+        if c.max_attempts > 1
+        else ""
+    )
+    return _plan_text(c) + retries
+
+
+def _plan_text(c: PlanCounts) -> str:
     if c.hard is None:
         return (
             f"hard images: not known before mining ({c.hard_how}); {c.per_hard} synthetic images and "
