@@ -158,3 +158,25 @@ def test_the_reproduce_section_applies_to_the_reproduce_command(preset):
     from training.reproduce.run import build_parser
 
     assert preset_defaults(build_parser(), load_preset(preset), "reproduce")["sec_per_step"] > 0
+
+
+def test_the_digits_preset_holds_the_demo_settings():
+    """digits.yaml states the offline demo's full run (training/demo/run.py DemoConfig.full()): they must agree."""
+    from training.demo.run import DemoConfig
+
+    d, s = DemoConfig.full(), load_preset("digits").sections
+    assert s["gene_img"]["strengths"] == list(d.strengths) and s["gene_img"]["seeds"] == list(d.gen_seeds)
+    assert s["gene_img"]["steps"] == d.gen_steps and s["gene_img"]["text_guidance"] == [d.class_guidance]
+    assert s["comp_clip_scores"]["threshold"] == d.threshold
+    assert s["train_diffusion"]["stage_epochs"] == list(d.gen_stage_epochs)
+    assert s["train_diffusion"]["block_out_channels"] == list(d.gen_channels)
+    lt = s["train_lt"]
+    assert (lt["epochs"], lt["curriculum_epoch"], lt["batch_size"], lt["lr"]) == (
+        d.epochs,
+        d.curriculum_epoch,
+        d.batch_size,
+        d.lr,
+    )
+    assert lt["levels"] == list(d.levels) and lt["arch"] == d.arch and lt["img_size"] == d.classifier_size
+    assert s["mine_hard"]["bottom_q"] == [f"true_prob={d.mine_bottom_q}"]
+    assert s["train_probe"]["epochs"] == d.probe_epochs and s["train_probe"]["arch"] == d.probe_arch
