@@ -21,6 +21,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import dataclass_from_args
+from curriculum.presets import parse_args
 from curriculum.tables import TableError
 from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
 from data_generation.scoring.index import SpectrumError
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_THRESHOLD,
         help=f"keep clip_txt_sim >= this (default {DEFAULT_THRESHOLD}, DisCL iWildCam; 0.30 for ImageNet-LT)",
     )
+    f.add_argument(
+        "--text_template",
+        default=None,
+        help="score each image against this text with {name} = its class name (the reference's ImageNet-LT "
+        "filter: 'a photo of {name}'); default: the image's generation prompt",
+    )
     f.add_argument("--img_threshold", type=float, default=None, help="also require clip_img_sim >= this (default: off)")
     m = p.add_argument_group("model")
     m.add_argument("--clip_backend", default="transformers", choices=SCORERS.names(), help="default transformers")
@@ -88,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "comp_clip_scores")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
+    cfg = dataclass_from_args(
+        ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress, preset=args.preset_record
+    )
     try:
         result = score_spectrum(cfg)
     except (ScorerLoadError, SpectrumError, TableError, ValueError, OSError) as err:

@@ -19,10 +19,12 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import add_list_flag  # noqa: E402
+from curriculum.presets import parse_args  # noqa: E402
 from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
 from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
 from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
+from data_generation.scoring.backends.base import ScorerLoadError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="default 'a photo of {name} in the wild' (iWildCam), 'a photo of a {name}.' otherwise",
     )
     pr.add_argument(
+        "--prompt_prefix",
+        default="",
+        help="text put before every prompt (the reference's ImageNet-LT: 'a 8k real photo: ' before a description)",
+    )
+    pr.add_argument(
         "--class_names", default=None, help="class-name map CSV (label,classname or iWildCam's y,...,english)"
     )
     pr.add_argument(
         "--prompt_json", default=None, help="JSON {class name: [prompt, ...]}; one is chosen per (image, seed)"
     )
+    c = p.add_argument_group("CLIP check during generation (the reference's ImageNet-LT retries; off by default)")
+    c.add_argument(
+        "--retry_clip_model",
+        default=None,
+        help="CLIP hub id / folder: regenerate an image whose cosine with --retry_text_template is <= "
+        "--retry_threshold, with the class's next description, keeping the best attempt",
+    )
+    c.add_argument("--retry_clip_backend", default="transformers", choices=["transformers", "open_clip"])
+    c.add_argument("--retry_threshold", type=float, default=0.30, help="default 0.30 (the reference's)")
+    c.add_argument("--retry_attempts", type=int, default=6, help="attempts per image, the first included (default 6)")
+    c.add_argument("--retry_text_template", default="a photo of {name}", help="default 'a photo of {name}'")
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
@@ -80,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run gene_img with `argv`; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "gene_img")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = GenerationConfig(
         data_csv=args.data_csv,
@@ -101,19 +119,34 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         device=args.device,
         prompt_template=args.prompt_template,
+        prompt_prefix=args.prompt_prefix,
         class_names=args.class_names,
         prompt_json=args.prompt_json,
         strict=args.strict,
         progress=not args.no_progress,
+        preset=args.preset_record,
+        retry_clip_model=args.retry_clip_model,
+        retry_clip_backend=args.retry_clip_backend,
+        retry_threshold=args.retry_threshold,
+        retry_attempts=args.retry_attempts,
+        retry_text_template=args.retry_text_template,
     )
     try:
         summary = run_generation(cfg)
-    except (ModelLoadError, ValueError, OSError) as err:
+    except (ModelLoadError, ScorerLoadError, ValueError, OSError) as err:
         print(f"gene_img: error: {err}", file=sys.stderr)
         return 2
     print(summary.line())
     if summary.failures_path:
         print(f"failures listed in {summary.failures_path}")
+    if summary.failed and not args.strict:
+        # exit 0 keeps a long sharded run going, so say it where it cannot be missed
+        print(
+            f"gene_img: WARNING: {summary.failed} of {summary.planned} planned images were NOT generated "
+            f"({'; '.join(f'{k} x{v}' for k, v in summary.failure_reasons.most_common())}); "
+            f"see {summary.failures_path}; --strict makes this exit 1",
+            file=sys.stderr,
+        )
     print(f"manifest: {summary.manifest_path}")
     if args.merge:
         merged = merge_manifests(args.output_path)

@@ -13,6 +13,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import write_csv, write_parquet  # noqa: E402
 from data_generation.mining.datasets import DATASETS, load_dataset  # noqa: E402
 
@@ -27,14 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_root", default=None)
     p.add_argument("--train_list", default=None)
     p.add_argument("--out", required=True, help=".parquet or .csv")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "make_table")
     try:
         df = load_dataset(args.dataset, args.data, args.data_root, train_list=args.train_list)
     except (ValueError, OSError) as err:
         print(f"make_table: error: {err}", file=sys.stderr)
         return 2
     out = df.drop(columns=["source_path"])
-    meta = {"dataset": args.dataset, "data_root": df.attrs.get("data_root"), "layout": df.attrs.get("layout")}
+    meta = {
+        "dataset": args.dataset,
+        "data_root": df.attrs.get("data_root"),
+        "layout": df.attrs.get("layout"),
+        "preset": args.preset_record,
+    }
     (write_parquet(out, args.out, meta) if args.out.endswith(".parquet") else write_csv(out, args.out))
     print(f"{args.out}: {len(out)} samples; relative paths resolve against --data_root {df.attrs.get('data_root')}")
     return 0

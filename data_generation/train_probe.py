@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from data_generation.scoring.backends.probe import train_probe  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
-    a = p.parse_args(argv)
+    a = parse_args(p, argv, "train_probe")
     try:
         s = train_probe(
             a.data,

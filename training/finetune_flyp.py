@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
 from training.trainers.flyp import FLYPTask, load_open_clip  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--templates", default="iwildcam", help="prompt templates (assets/prompt_templates.json key)")
     m.add_argument("--class_names", default=None, help="label -> prompt name CSV (default: the table's label names)")
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "finetune_flyp")
     try:
         check_run_flags(args)
         data, levels = build_run_data(args, adaptive=args.progress_guid or args.random_guid)

@@ -23,6 +23,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import add_list_flag, dataclass_from_args  # noqa: E402
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.sparsity import REGROWTH_MODES, SPARSITY_VARIANTS  # noqa: E402
 from curriculum.timestep import DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS  # noqa: E402
 from training.diffusion.data import write_digits  # noqa: E402
@@ -115,13 +116,14 @@ def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:
         stage_epochs=tuple(args.stage_epochs),
         resume=not args.no_resume,
         progress=not args.no_progress,
+        preset=args.preset_record,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run train_diffusion with `argv`; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "train_diffusion")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.write_digits:
         path = write_digits(args.write_digits, size=args.image_size, seed=args.seed)

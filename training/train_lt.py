@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from training.trainers.classifier import AUGMENTATIONS, ClassifierTask, build_classifier, lt_epoch_composer  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
 from training.trainers.losses import LOSSES  # noqa: E402
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument(
         "--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)"
     )
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "train_lt")
     if args.select_metric is None:
         args.select_metric = f"{args.metric_prefix}/val/overall_acc"
     try:
