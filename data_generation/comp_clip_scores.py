@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import dataclass_from_args
-from curriculum.presets import parse_args
+from curriculum.presets import add_preset_arg, parse_args
 from curriculum.tables import TableError
 from data_generation.scoring.backends import DEFAULT_MODELS, SCORERS, ScorerLoadError
 from data_generation.scoring.index import SpectrumError
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid_samples", type=int, default=4, help="source images in the spectrum grid (default 4)")
     r.add_argument("--strict", action="store_true", help="exit 1 if any synthetic image could not be scored")
     r.add_argument("--no_progress", action="store_true", help="no progress bars")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 

@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import add_list_flag  # noqa: E402
-from curriculum.presets import parse_args  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from data_generation.generation.backends import GENERATORS, ModelLoadError  # noqa: E402
 from data_generation.generation.generate import DEFAULT_MODEL_ID, GenerationConfig, run_generation  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
     r.add_argument("--merge", action="store_true", help="merge the shard manifests into manifest.parquet afterwards")
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
-from curriculum.presets import parse_args  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from data_generation.mining.datasets import DATASETS  # noqa: E402
 from data_generation.mining.difficulty import DIFFICULTY_SCORERS  # noqa: E402
 from data_generation.mining.mine import run_mining  # noqa: E402
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by sample id) for Phase 2's --prototype_state (needs the prototype scorer)",
     )
     o.add_argument("--layout", default="auto", choices=["auto", "iwildcam", "imagenet_lt", "canonical"])
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 

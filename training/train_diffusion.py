@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 from curriculum.config import add_list_flag, dataclass_from_args  # noqa: E402
-from curriculum.presets import parse_args  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from curriculum.sparsity import REGROWTH_MODES, SPARSITY_VARIANTS  # noqa: E402
 from curriculum.timestep import DEFAULT_STAGE_EPOCHS, DEFAULT_STAGE_STARTS, TIMESTEP_SAMPLERS  # noqa: E402
 from training.diffusion.data import write_digits  # noqa: E402
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep_checkpoints", type=int, default=D.keep_checkpoints, help="0 keeps all")
     r.add_argument("--stop_after_epoch", type=int, default=None, help="stop after this many epochs (a rerun resumes)")
     r.add_argument("--no_progress", action="store_true")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
