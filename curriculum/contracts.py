@@ -2,7 +2,9 @@
 
 * **Sample table**: canonical columns and DisCL's two hard-sample layouts.
 * **Generation output**: the manifest columns, DisCL's variant folder name `Strength{100s}_guidance{10g}_seed{seed}`
-  and its parser, the synthetic id, shard-manifest names and their pattern.
+  and its parser, the synthetic id, shard-manifest names and their pattern. The class folder above a variant
+  folder is `curriculum.images.class_folder_name(label_name)` (the name, or `%XX`-escaped when it is not a safe
+  path component: `baluster %2F handrail`), read back by `class_from_folder_name`.
 * **Scores**: the columns comp_clip_scores adds to the manifest and the files it writes.
 * **Curriculum state**: the format tag and file suffixes of a state (see `curriculum.state`).
 * The image file extensions every walker accepts.

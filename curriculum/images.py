@@ -53,6 +53,32 @@ def ensure_inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
+# Characters a class name may hold that cannot stand in one folder name. Each becomes `%XX` (its byte in hex,
+# as in URLs), and so does `%` itself, so the mapping is one-to-one and `class_from_folder_name` undoes it:
+# ImageNet's "baluster / handrail" is the folder "baluster %2F handrail". Every other name is its own folder.
+_FOLDER_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C", "\x00": "%00"}
+
+
+def class_folder_name(name: str) -> str:
+    """Return the folder name of a class: the name itself when it is a safe path component, else the name with
+    `%`, `/`, `\\` and NUL written as `%XX` (and `.`/`..` as `%2E`/`%2E%2E`); raise UnsafeNameError for an empty
+    name. Stable and reversible (`class_from_folder_name`)."""
+    name = str(name)
+    if not name.strip():
+        raise UnsafeNameError(f"class name {name!r} is empty: it has no folder name")
+    out = "".join(_FOLDER_ESCAPES.get(ch, ch) for ch in name)
+    if out in {".", ".."}:
+        out = out.replace(".", "%2E")
+    return safe_component(out, "class folder")
+
+
+def class_from_folder_name(folder: str) -> str:
+    """Return the class name a folder of `class_folder_name` stands for (`%XX` decoded; other text unchanged)."""
+    from urllib.parse import unquote
+
+    return unquote(str(folder)) if "%" in str(folder) else str(folder)
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Return the image at `path` as an 8-bit RGB PIL image (EXIF rotation applied).
 

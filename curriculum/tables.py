@@ -204,8 +204,16 @@ def read_sample_table(path: str | os.PathLike, data_root: str | os.PathLike | No
     are dropped (the count is logged and kept in `df.attrs['n_duplicates_dropped']`); a `sample_id` that
     names two different images, a missing column, an empty table or a non-integer label raise TableError
     naming the file and row.
+
+    ImageNet-LT as distributed is read as it is: an ImageNet root holding `ImageNet_LT_{train,val,test}.txt`
+    (one table with a `split` column) or one such `.txt` list (`curriculum.imagenet_lt`; relative paths then
+    resolve against the root / the list's folder unless `data_root` is given).
     """
     path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".txt":
+        from curriculum.imagenet_lt import read_imagenet_lt
+
+        return read_imagenet_lt(path, data_root)
     raw = read_table(path)
     raw.columns = [str(c).strip() if not str(c).startswith("Unnamed") else "" for c in raw.columns]
     if raw.empty:

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 
 # the parser needs only names; torch and the CLIP libraries are imported by main() once the arguments are parsed
 from curriculum.config import dataclass_from_args  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from data_generation.cli_names import DEFAULT_CLIP_MODELS as DEFAULT_MODELS  # noqa: E402
 from data_generation.cli_names import DEFAULT_THRESHOLD, SCORER_NAMES  # noqa: E402
 
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_THRESHOLD,
         help=f"keep clip_txt_sim >= this (default {DEFAULT_THRESHOLD}, DisCL iWildCam; 0.30 for ImageNet-LT)",
     )
+    f.add_argument(
+        "--text_template",
+        default=None,
+        help="score each image against this text with {name} = its class name (the reference's ImageNet-LT "
+        "filter: 'a photo of {name}'); default: the image's generation prompt",
+    )
     f.add_argument("--img_threshold", type=float, default=None, help="also require clip_img_sim >= this (default: off)")
     m = p.add_argument_group("model")
     m.add_argument("--clip_backend", default="transformers", choices=SCORER_NAMES, help="default transformers")
@@ -81,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid_samples", type=int, default=4, help="source images in the spectrum grid (default 4)")
     r.add_argument("--strict", action="store_true", help="exit 1 if any synthetic image could not be scored")
     r.add_argument("--no_progress", action="store_true", help="no progress bars")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run comp_clip_scores with `argv`; return the exit code (2 on bad input or an unloadable model)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "comp_clip_scores")
     from curriculum.distributed import DistributedSetupError, init_process_group
     from curriculum.tables import TableError
     from data_generation.scoring.backends import ScorerLoadError
@@ -95,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     from data_generation.scoring.score import ScoringConfig, score_spectrum, summarize
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = dataclass_from_args(ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress)
+    cfg = dataclass_from_args(
+        ScoringConfig, args, plots=not args.no_plots, progress=not args.no_progress, preset=args.preset_record
+    )
     try:
         # several processes (torchrun, accelerate, srun): each embeds a share; the main process writes
         process = init_process_group()

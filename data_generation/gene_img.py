@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
 # the parser needs only names; torch and diffusers are imported by main() once the arguments are parsed
 from curriculum.config import add_list_flag  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from data_generation.cli_names import DEFAULT_MODEL_ID, GENERATOR_NAMES  # noqa: E402
 from data_generation.generation.plan import DEFAULT_SEEDS, DEFAULT_STRENGTHS, DEFAULT_TEXT_GUIDANCE  # noqa: E402
 
@@ -68,11 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="default 'a photo of {name} in the wild' (iWildCam), 'a photo of a {name}.' otherwise",
     )
     pr.add_argument(
+        "--prompt_prefix",
+        default="",
+        help="text put before every prompt (the reference's ImageNet-LT: 'a 8k real photo: ' before a description)",
+    )
+    pr.add_argument(
         "--class_names", default=None, help="class-name map CSV (label,classname or iWildCam's y,...,english)"
     )
     pr.add_argument(
         "--prompt_json", default=None, help="JSON {class name: [prompt, ...]}; one is chosen per (image, seed)"
     )
+    c = p.add_argument_group("CLIP check during generation (the reference's ImageNet-LT retries; off by default)")
+    c.add_argument(
+        "--retry_clip_model",
+        default=None,
+        help="CLIP hub id / folder: regenerate an image whose cosine with --retry_text_template is <= "
+        "--retry_threshold, with the class's next description, keeping the best attempt",
+    )
+    c.add_argument("--retry_clip_backend", default="transformers", choices=["transformers", "open_clip"])
+    c.add_argument("--retry_threshold", type=float, default=0.30, help="default 0.30 (the reference's)")
+    c.add_argument("--retry_attempts", type=int, default=6, help="attempts per image, the first included (default 6)")
+    c.add_argument("--retry_text_template", default="a photo of {name}", help="default 'a photo of {name}'")
     r = p.add_argument_group("run")
     r.add_argument("--batch_size", type=int, default=8, help="images per pipeline call (default 8)")
     r.add_argument("--strict", action="store_true", help="exit non-zero if any variant failed")
@@ -89,16 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
         "once all have finished)",
     )
     r.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run gene_img with `argv`; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "gene_img")
     from curriculum.distributed import DistributedSetupError, barrier, init_process_group
     from data_generation.generation.backends import ModelLoadError
     from data_generation.generation.generate import GenerationConfig, run_generation
     from data_generation.generation.merge import merge_manifests
+    from data_generation.scoring.backends import ScorerLoadError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = GenerationConfig(
@@ -120,23 +139,38 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         device=args.device,
         prompt_template=args.prompt_template,
+        prompt_prefix=args.prompt_prefix,
         class_names=args.class_names,
         prompt_json=args.prompt_json,
         strict=args.strict,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        preset=args.preset_record,
+        retry_clip_model=args.retry_clip_model,
+        retry_clip_backend=args.retry_clip_backend,
+        retry_threshold=args.retry_threshold,
+        retry_attempts=args.retry_attempts,
+        retry_text_template=args.retry_text_template,
     )
     try:
         # several processes (torchrun, accelerate, srun): each takes a share of the part; the group (gloo, also
         # on GPUs: it only carries the barrier before the merge) waits as long as the slowest share takes
         process = init_process_group(backend="gloo", timeout=BARRIER_TIMEOUT)
         summary = run_generation(cfg, process=process)
-    except (ModelLoadError, ValueError, OSError, DistributedSetupError) as err:
+    except (ModelLoadError, ScorerLoadError, ValueError, OSError, DistributedSetupError) as err:
         print(f"gene_img: error: {err}", file=sys.stderr)
         return 2
     print(summary.line())
     if summary.failures_path:
         print(f"failures listed in {summary.failures_path}")
+    if summary.failed and not args.strict:
+        # exit 0 keeps a long sharded run going, so say it where it cannot be missed
+        print(
+            f"gene_img: WARNING: {summary.failed} of {summary.planned} planned images were NOT generated "
+            f"({'; '.join(f'{k} x{v}' for k, v in summary.failure_reasons.most_common())}); "
+            f"see {summary.failures_path}; --strict makes this exit 1",
+            file=sys.stderr,
+        )
     print(f"manifest: {summary.manifest_path}")
     if args.merge:
         barrier()  # every process's shard manifest is written before the main process reads them

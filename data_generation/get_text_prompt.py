@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import TableError, read_class_names, read_sample_table  # noqa: E402
 from data_generation.prompting.text_prompts import (
     LANGUAGE_MODELS,
@@ -70,7 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for the server's answer (openai backend; default 60); a server that does not "
         "answer in time stops the run (what is saved is kept)",
     )
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--templates_file",
+        default=None,
+        help="template backend: templates with {name} (and {attribute}), a JSON list or one per line",
+    )
+    p.add_argument(
+        "--attributes",
+        default=None,
+        help="template backend: JSON {class name: [attribute, ...]} ('*' for every other class)",
+    )
+    args = parse_args(p, argv, "get_text_prompt")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     if args.timeout <= 0:
@@ -88,9 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {"model": args.model} if args.model else {}
     if args.backend == "openai":
         kwargs.update(api_base=args.api_base, api_key_env=args.api_key_env, timeout=args.timeout)
+    if args.backend == "template":
+        kwargs.update(templates=args.templates_file, attributes=args.attributes)
+    elif args.templates_file or args.attributes:
+        print("get_text_prompt: error: --templates_file/--attributes need --backend template", file=sys.stderr)
+        return 2
     try:
+        # one backend object per run: a local transformers model is loaded once, on the first class
         ask = LANGUAGE_MODELS.get(args.backend)(**kwargs)
-    except MissingAPIKey as err:
+        if hasattr(ask, "load"):
+            ask.load()  # a model that cannot be loaded stops the run here, not once per class and try
+    except (MissingAPIKey, ValueError, OSError) as err:
         print(f"get_text_prompt: error: {err}", file=sys.stderr)
         return 2
     try:

@@ -15,6 +15,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 # the parser needs only names; the loaders (data_generation.mining imports torch) are imported after parsing
+from curriculum.presets import parse_args  # noqa: E402
 from curriculum.tables import write_csv, write_parquet  # noqa: E402
 from data_generation.cli_names import DATASET_NAMES  # noqa: E402
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "--download", action="store_true", help="iwildcam: let WILDS download iWildCam v2.0 into --data (about 11 GB)"
     )
     p.add_argument("--out", required=True, help=".parquet or .csv")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "make_table")
     inputs = [x for x in (args.data, args.train_list) if x]
     if any(Path(x).resolve() == Path(args.out).resolve() for x in inputs):
         print(f"make_table: error: --out {args.out} is the input table itself; write to another file", file=sys.stderr)
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_table: error: {err}", file=sys.stderr)
         return 2
     out = df.drop(columns=["source_path"])
-    meta = {"dataset": args.dataset, "data_root": df.attrs.get("data_root"), "layout": df.attrs.get("layout")}
+    meta = {
+        "dataset": args.dataset,
+        "data_root": df.attrs.get("data_root"),
+        "layout": df.attrs.get("layout"),
+        "preset": args.preset_record,
+    }
     try:
         (write_parquet(out, args.out, meta) if args.out.endswith(".parquet") else write_csv(out, args.out))
     except OSError as err:

@@ -13,6 +13,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
 from data_generation.generation.merge import merge_manifests  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--output_path", required=True, help="the generation output folder")
     p.add_argument("--strict", action="store_true", help="exit 1 if a shard of some layout is missing")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "merge_manifests")
     try:
         res = merge_manifests(args.output_path)
     except (ValueError, OSError) as err:  # no shards, an unreadable shard, a shard without synthetic_id

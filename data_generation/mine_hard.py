@@ -32,6 +32,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 # the parser needs only names; the scorers (torch, timm, open_clip) are imported by main() after parsing
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from data_generation.cli_names import DATASET_NAMES, DIFFICULTY_SCORER_NAMES  # noqa: E402
 
 
@@ -107,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         "when it has one, else counted in the mined table)",
     )
     r.add_argument("--combine", default="any", choices=["any", "all"])
+    r.add_argument(
+        "--max_hard",
+        type=int,
+        default=None,
+        help="cap the hard set at the N hardest (largest mean difficulty rank over the scores; ties by sample_id): "
+        "generation cost grows with it (strengths x seeds x guidance scales images each)",
+    )
+    r.add_argument(
+        "--max_hard_per_class", type=int, default=None, help="cap each class's hard samples at its K hardest"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--output_csv", required=True, help="hard-sample CSV for gene_img.py")
     o.add_argument("--scores_parquet", required=True, help="every sample with scores and the hard flag")
@@ -118,12 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "by sample id) for Phase 2's --prototype_state (needs the prototype scorer)",
     )
     o.add_argument("--layout", default="auto", choices=["auto", "iwildcam", "imagenet_lt", "canonical"])
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run mining (`data_generation.mining.mine.run_mining`); return the exit code (2: input that cannot be used)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, "mine_hard")
     from data_generation.mining.mine import run_mining
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -136,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = run.outputs
     print(f"rule: {run.rule.describe()}")
-    print(f"hard: {int(run.hard.sum())} of {len(run.hard)} samples -> {res.hard_csv} ({run.layout} layout)")
+    n_hard = int(run.hard.sum())
+    capped = f" (the rule alone: {run.n_uncapped}; capped by --max_hard/--max_hard_per_class)"
+    print(
+        f"hard: {n_hard} of {len(run.hard)} samples{capped if run.n_uncapped != n_hard else ''}"
+        f" -> {res.hard_csv} ({run.layout} layout)"
+    )
     print(res.summary.head(20).to_string(index=False))
     written = f"all scores: {res.scores_parquet}; per-class summary: {run.summary_path}"
     if run.spearman_path is not None:

@@ -19,6 +19,8 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import parse_args  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     """Train a probe from a sample table and save it; return the exit code."""
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
-    a = p.parse_args(argv)
+    a = parse_args(p, argv, "train_probe")
     from data_generation.scoring.backends.probe import train_probe  # torch and timm: after the arguments
 
     try:

@@ -4,7 +4,7 @@
   `--help` fast, never one that closes a circle);
 * curriculum/ is the bottom: it imports neither sibling; data_generation/ never imports training/;
 * training/ -> data_generation/ only through the named edges below (every import, function-local ones too):
-  the demo drives the Phase-1 CLIs, and the pixel diffusion model is one class both phases use.
+  the demo and reproduce drive the Phase-1 CLIs, and the pixel diffusion model is one class both phases use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ ALLOWED_TRAINING_TO_DATA_GENERATION = {
         "data_generation.mine_hard",
         "data_generation.train_probe",
     },
+    # reproduce drives the Phase-1 CLIs like the demo (by path); its dry run counts the hard set with the mining
+    # rule and the generation grid with gene_img's defaults
+    "training.reproduce.run": {"data_generation.generation.plan", "data_generation.mining.rules"},
     "training.diffusion.trainer": {"data_generation.generation.backends.pixel_pipeline"},
     "training.diffusion.eval": {"data_generation.generation.backends.pixel_pipeline"},
 }

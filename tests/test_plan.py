@@ -93,12 +93,16 @@ def test_plan_counts_names_and_failures():
     plan, failures = plan_variants(
         samples, [0.5, 1.0], [5.0, 10.0], [10, 20, 30], "a photo of a {name}.", class_names={1: "cat", 2: "dog", 3: "x"}
     )
-    assert len(plan) == 2 * 2 * 2 * 3
+    # the class "../x" is planned into the safe folder "..%2Fx" (issue 14: every class gets its images); the
+    # image name "../evil" still cannot be written
+    assert len(plan) == 3 * 2 * 2 * 3
     assert plan["synthetic_id"].is_unique
-    assert set(plan["sample_id"]) == {"a", "b"}
+    assert set(plan["sample_id"]) == {"a", "b", "c"}
     reasons = {f.sample_id: f.reason for f in failures}
     assert "image name '../evil' is not a safe file name" in reasons["../evil"]
-    assert "class name '../x' is not a safe file name" in reasons["c"]
+    c_rows = plan[plan["sample_id"] == "c"]
+    assert (c_rows["label_name"] == "../x").all() and c_rows["path"].str.startswith("..%2Fx/Strength").all()
+    assert "c" not in reasons
     assert reasons["d"] == "sample 'd': label 9 ('ghost') has no name in the class-name map"
     row = plan.iloc[0]
     assert row.path == "cat/Strength50_guidance50_seed10/a.jpg"

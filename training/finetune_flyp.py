@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 
     _bootstrap.ensure_importable()
 
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from curriculum.tables import read_class_names, read_prompt_templates  # noqa: E402
 from training.cli_names import ACTIVATION_NAMES  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
@@ -70,13 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--templates", default="iwildcam", help="prompt templates (assets/prompt_templates.json key)")
     m.add_argument("--class_names", default=None, help="label -> prompt name CSV (default: the table's label names)")
     m.add_argument("--select_metric", default="iwildcam/id_val/macro_f1")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run FLYP fine-tuning; return the exit code."""
     p = build_parser()
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "finetune_flyp")
     import torch  # torch and open_clip: after the arguments, so --help answers at once
 
     from training.trainers.flyp import FLYPTask, clip_activation, load_open_clip

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 # the parser needs only names and defaults; torch and diffusers are imported once the arguments are parsed
 from curriculum.config import add_list_flag, dataclass_from_args  # noqa: E402
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from training.cli_names import DIFFUSION_DEFAULTS as D  # noqa: E402
 from training.cli_names import (  # noqa: E402
     LOSS_WEIGHTING_NAMES,
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep_checkpoints", type=int, default=D.keep_checkpoints, help="0 keeps all")
     r.add_argument("--stop_after_epoch", type=int, default=None, help="stop after this many epochs (a rerun resumes)")
     r.add_argument("--no_progress", action="store_true")
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
@@ -115,13 +117,14 @@ def config_from_args(args: argparse.Namespace) -> DiffusionTrainConfig:  # noqa:
         stage_epochs=tuple(args.stage_epochs),
         resume=not args.no_resume,
         progress=not args.no_progress,
+        preset=args.preset_record,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run train_diffusion with `argv`; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, "train_diffusion")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.write_digits:
         from training.diffusion.data import write_digits

@@ -28,6 +28,7 @@ if __package__ in (None, ""):
     _bootstrap.ensure_importable()
 
 # the parser needs only names; torch and timm are imported by main() once the arguments are parsed
+from curriculum.presets import add_preset_arg, parse_args  # noqa: E402
 from training.cli_names import AUGMENTATION_NAMES, LOSS_NAMES  # noqa: E402
 from training.trainers.cli import check_run_flags, common_parser, run_training, train_config  # noqa: E402
 
@@ -104,13 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--select_metric", default=None, help="metric that selects the best epoch (default PREFIX/val/overall_acc)"
     )
+    add_preset_arg(p)  # also added by parse_args; here so that the built parser lists every flag
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run long-tail training; return the exit code."""
     p = build_parser()
-    args = p.parse_args(argv)
+    args = parse_args(p, argv, "train_lt")
     import torch
 
     from training.trainers.classifier import ClassifierTask, build_classifier, lt_epoch_composer, lt_uniform_set

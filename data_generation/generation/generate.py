@@ -72,6 +72,8 @@ class GenerationConfig:
     dtype: str | None = None
     device: str | None = None
     prompt_template: str | None = None
+    #: put before every prompt (the reference's ImageNet-LT "a 8k real photo: ")
+    prompt_prefix: str = ""
     class_names: str | None = None
     prompt_json: str | None = None
     strict: bool = False
@@ -81,6 +83,14 @@ class GenerationConfig:
     jpeg_quality: int = 95
     flush_every: int = 20
     progress: bool = True
+    #: the --preset record (name, file, sha256, overrides), kept in the manifest metadata
+    preset: dict | None = None
+    #: the reference's in-loop CLIP check (ImageNet-LT): off without a model (data_generation/generation/retry.py)
+    retry_clip_model: str | None = None
+    retry_clip_backend: str = "transformers"
+    retry_threshold: float = 0.30
+    retry_attempts: int = 6
+    retry_text_template: str = "a photo of {name}"
 
     def validate(self) -> None:
         """Raise ValueError naming the flag for settings that cannot work."""
@@ -106,6 +116,8 @@ class GenerationConfig:
         shard_bounds(0, self.part, self.total_parts)
         if self.prompt_template is not None:
             check_template(self.prompt_template)
+        if self.retry_clip_model and (self.retry_attempts < 1 or "{name}" not in self.retry_text_template):
+            raise ValueError("--retry_attempts must be >= 1 and --retry_text_template needs a {name} placeholder")
 
 
 @dataclass
@@ -267,6 +279,7 @@ def run_generation(
     # 2. plan the variants (sample x strength x text guidance x seed); a sample that cannot be planned fails
     names = read_class_names(cfg.class_names) if cfg.class_names else None
     template = cfg.prompt_template or default_template(samples.attrs.get("layout", "canonical"))
+    prompt_lists = load_prompt_lists(cfg.prompt_json)
     plan, plan_failures = plan_variants(
         shard,
         cfg.strengths,
@@ -274,9 +287,11 @@ def run_generation(
         cfg.seeds,
         template,
         names,
-        load_prompt_lists(cfg.prompt_json),
+        prompt_lists,
         class_names_source=cfg.class_names,
     )
+    if cfg.prompt_prefix and len(plan):
+        plan["prompt"] = cfg.prompt_prefix + plan["prompt"].astype(str)
     for f in plan_failures[:5]:
         log.warning("%s: %s", cfg.data_csv, f.reason)
     if len(plan_failures) > 5:
@@ -334,6 +349,14 @@ def run_generation(
             )
         model_desc = generator.describe()
         model_id = getattr(generator, "model_id", cfg.model_id)
+        retry = None
+        if cfg.retry_clip_model:
+            from data_generation.generation.retry import ClipRetry
+            from data_generation.scoring.backends import load_scorer
+
+            scorer = load_scorer(cfg.retry_clip_backend, cfg.retry_clip_model, device=process.device(cfg.device))
+            retry = ClipRetry(scorer, cfg.retry_threshold, cfg.retry_attempts, cfg.retry_text_template)
+            model_desc = {**model_desc, "clip_retry": {"scorer": scorer.describe(), "threshold": cfg.retry_threshold}}
         # the settings are on disk before the first image: a run killed before its first manifest flush still
         # tells a rerun with other settings that the images in this folder were made with these
         flush()
@@ -379,7 +402,18 @@ def run_generation(
                         labels=[int(r["label"]) for r in batch_rows],
                     )
                     try:
-                        arrays = generator.generate(batch)
+                        if retry is None:
+                            arrays = generator.generate(batch)
+                        else:
+                            from data_generation.generation.plan import class_prompt_name
+                            from data_generation.generation.retry import generate_checked
+
+                            row_names = [class_prompt_name(r["label"], r["label_name"], names) for r in batch_rows]
+                            arrays, used = generate_checked(
+                                generator, batch, batch_rows, row_names, retry, prompt_lists, cfg.prompt_prefix
+                            )
+                            for r, prompt in zip(batch_rows, used):
+                                r["prompt"] = prompt  # the manifest records the attempt that was kept
                     except (RuntimeError, ValueError) as err:
                         if cfg.strict:
                             raise
@@ -414,6 +448,20 @@ def run_generation(
                     if on_batch is not None:
                         on_batch(summary.generated)
         bar.close()
+        if retry is not None:
+            c = retry.counts
+            log.info(
+                "CLIP check: %d images checked, %d regenerated (%d generations in all), %d still <= %.2f after "
+                "%d attempts (kept: their best attempt)",
+                c["checked"],
+                c["retried"],
+                c["generations"],
+                c["below"],
+                cfg.retry_threshold,
+                cfg.retry_attempts,
+            )
+            model_desc["clip_retry"]["counts"] = dict(c)
+            flush()
 
     # 6. write the manifest and the failures
     flush()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from curriculum.contracts import MANIFEST_COLUMNS, synthetic_id, variant_dirname
-from curriculum.images import UnsafeNameError, safe_component
+from curriculum.images import UnsafeNameError, class_folder_name, safe_component
 from data_generation.generation.seeding import stable_seed
 
 DEFAULT_STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -125,7 +125,8 @@ def plan_variants(
     rows, failures = [], []
     for s in samples.itertuples(index=False):
         try:
-            class_dir = safe_component(s.label_name or str(s.label), "class name")
+            # the folder stands for the class; the manifest keeps the real name (label_name)
+            class_dir = class_folder_name(s.label_name or str(s.label))
             image_file = safe_component(str(s.sample_id), "image name") + suffix
             name = class_prompt_name(s.label, s.label_name, class_names)
         except (UnsafeNameError, KeyError) as err:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from curriculum.imagenet_lt import read_imagenet_lt, shot_groups  # noqa: F401  (shot_groups: re-exported)
 from curriculum.registry import Registry
 from curriculum.tables import TableError, read_class_names, read_image_folder, read_sample_table
 
@@ -95,27 +95,6 @@ def load_wilds_iwildcam(
     return _finish(df, Path(ds.data_dir), "iwildcam")
 
 
-def shot_groups(train_counts: pd.Series) -> pd.Series:
-    """Return 'many' (> 100 training images), 'medium' (20-100) or 'few' (< 20) per class label."""
-    return pd.cut(train_counts, bins=[-1, 19, 100, np.inf], labels=["few", "medium", "many"]).astype(str)
-
-
-def _read_list(path: Path) -> pd.DataFrame:
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].isdigit() or len(parts[1]) > 18:
-            raise TableError(
-                f"{path}: line {i + 1}: expected 'relative/path label' with an integer label >= 0, got {line!r}"
-            )
-        rows.append((parts[0], int(parts[1])))
-    if not rows:
-        raise TableError(f"{path}: the list has no entries")
-    return pd.DataFrame(rows, columns=["filepath", "label"])
-
-
 @DATASETS.register("imagenet_lt")
 def load_imagenet_lt(
     list_file: str | os.PathLike,
@@ -123,26 +102,14 @@ def load_imagenet_lt(
     train_list: str | os.PathLike | None = None,
     class_names: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Return the sample table of an ImageNet-LT list file (`ImageNet_LT_train.txt`-style lines).
+    """Return the sample table of ImageNet-LT: its root folder (the official `ImageNet_LT_{train,val,test}.txt`
+    read as they are, one table with a `split` column) or one list file (`ImageNet_LT_train.txt`-style lines).
 
     Adds `image_name` (as in DisCL's CSV), `train_count` and `shot` (many > 100, medium 20-100, few < 20
-    training images of the class, counted from `train_list`, default: `list_file` itself).
+    training images of the class, counted from `train_list`, default: the root's or sibling training list, else
+    `list_file` itself). Relative paths resolve against `data_root` (default: the root / the list's folder).
     """
-    list_file = Path(list_file)
-    df = _read_list(list_file)
-    counts = _read_list(Path(train_list))["label"].value_counts() if train_list else df["label"].value_counts()
-    names = read_class_names(class_names or ASSETS / "imagenet_class_names.csv")
-    df["image_name"] = df["filepath"].map(lambda p: Path(p).name)
-    df["sample_id"] = df["filepath"].map(lambda p: Path(p).stem)
-    df["label_name"] = [names.get(int(y), str(int(y))) for y in df["label"]]
-    df["train_count"] = df["label"].map(counts).fillna(0).astype("int64")
-    df["shot"] = shot_groups(df["train_count"]).to_numpy()
-    if df["sample_id"].duplicated().any():
-        raise TableError(
-            f"{list_file}: sample ids (file stems) repeat, e.g. "
-            f"{df.loc[df['sample_id'].duplicated(), 'filepath'].iloc[0]}"
-        )
-    return _finish(df, Path(data_root) if data_root is not None else Path.cwd(), "imagenet_lt")
+    return read_imagenet_lt(list_file, data_root, train_list=train_list, class_names=class_names)
 
 
 def load_dataset(

@@ -26,7 +26,8 @@ TRAIN_COUNT = "train_count"
 @dataclass
 class MiningRun:
     """What `run_mining` did: the resolved `rule`, the `hard` flags, the DisCL `layout` of the hard CSV, the
-    written `outputs` (scores, hard CSV, per-class summary, Spearman table) and the extra files' paths."""
+    written `outputs` (scores, hard CSV, per-class summary, Spearman table), the extra files' paths and the
+    size of the hard set before its caps."""
 
     rule: HardRule
     hard: pd.Series
@@ -35,6 +36,8 @@ class MiningRun:
     summary_path: Path
     spearman_path: Path | None
     prototype_state: Path | None
+    #: how many samples the rule alone selects, before --max_hard/--max_hard_per_class
+    n_uncapped: int
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, float]:
@@ -61,6 +64,8 @@ def hard_rule(args) -> HardRule:
         tail_only=args.tail_only,
         tail_max_count=args.tail_max_count,
         combine=args.combine,
+        max_hard=args.max_hard,
+        max_per_class=args.max_hard_per_class,
     )
 
 
@@ -108,12 +113,14 @@ def run_mining(args) -> MiningRun | None:
         raise ValueError("--prototype_state needs the prototype scorer (--scorers ... prototype)")
     # 4. the rule -> the hard samples
     rule = rule.resolve(scored.columns)
+    uncapped = select_hard(scored, replace(rule, max_hard=None, max_per_class=None))
     hard = select_hard(scored, rule)
     if not process.is_main:  # every process holds the same scores; the main process writes them
         return None
     # 5. the outputs: hard CSV (DisCL layout), all scores, per-class summary, Spearman table, curriculum state
     layout = table.attrs.get("layout", "canonical") if args.layout == "auto" else args.layout
     config = {k: v for k, v in vars(args).items()}
+    config["n_hard_uncapped"] = int(uncapped.sum())
     config["score_columns"] = [c for f in frames for c in f.columns if base_score_name(c) not in NON_SCORE_COLUMNS]
     summary_path = Path(args.scores_parquet).with_suffix(".per_class.csv")
     spearman_path = None
@@ -130,7 +137,7 @@ def run_mining(args) -> MiningRun | None:
         state, _ = save_prototype_state(
             args.prototype_state, frames[args.scorers.index("prototype")], args.prototype_scaling, config
         )
-    return MiningRun(rule, hard, layout, res, summary_path, spearman_path, state)
+    return MiningRun(rule, hard, layout, res, summary_path, spearman_path, state, int(uncapped.sum()))
 
 
 def save_prototype_state(path: str, frame: pd.DataFrame, scaling: str, config: dict):

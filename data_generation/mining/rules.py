@@ -48,6 +48,10 @@ class HardRule:
     tail_max_count: int = 19
     count_column: str | None = None
     combine: str = "any"
+    #: caps on the hard set (None: no cap): the `max_per_class` hardest of each class, then the `max_hard`
+    #: hardest overall; hardest = the largest mean difficulty rank over the score columns (ties: sample_id)
+    max_hard: int | None = None
+    max_per_class: int | None = None
 
     def validate(self, columns) -> None:
         """Raise ValueError naming the flag when the rule refers to something that is not there."""
@@ -69,6 +73,9 @@ class HardRule:
                 raise ValueError(f"--misclassified {' '.join(bad)}: not a correctness column; available: {correct}")
         if self.flag_column and self.flag_column not in columns:
             raise ValueError(f"--flag_column {self.flag_column!r} is not a column of the table")
+        for flag, cap in (("--max_hard", self.max_hard), ("--max_hard_per_class", self.max_per_class)):
+            if cap is not None and cap < 1:
+                raise ValueError(f"{flag} must be >= 1, got {cap}")
         if self.tail_only and self.count_column and self.count_column not in columns:
             raise ValueError(f"--tail_only: class-count column {self.count_column!r} is not a column of the table")
 
@@ -95,10 +102,14 @@ class HardRule:
         if self.flag_column:
             parts.append(f"{self.flag_column} is true")
         crit = f" {'or' if self.combine == 'any' else 'and'} ".join(parts) or "every sample"
-        if not self.tail_only:
-            return crit
-        where = f"training samples ({self.count_column})" if self.count_column else "samples in the mined table"
-        return crit + f", among classes with <= {self.tail_max_count} {where}"
+        if self.tail_only:
+            where = f"training samples ({self.count_column})" if self.count_column else "samples in the mined table"
+            crit += f", among classes with <= {self.tail_max_count} {where}"
+        caps = [f"at most {self.max_per_class} per class"] if self.max_per_class else []
+        caps += [f"at most {self.max_hard} in all"] if self.max_hard else []
+        if caps:
+            crit += f"; capped ({', '.join(caps)}) to the hardest by mean difficulty rank"
+        return crit
 
 
 def class_counts_from_column(scores: pd.DataFrame, column: str) -> pd.Series:
@@ -155,7 +166,33 @@ def select_hard(scores: pd.DataFrame, rule: HardRule, class_counts: pd.Series | 
         hard_c = chosen.any(axis=1) if rule.combine == "any" else chosen.all(axis=1)
     else:
         hard_c = pd.Series(True, index=candidates.index)
-    return hard_c.reindex(scores.index, fill_value=False).astype(bool).rename("hard")
+    hard = hard_c.reindex(scores.index, fill_value=False).astype(bool).rename("hard")
+    return cap_hard(scores, hard, rule.max_hard, rule.max_per_class)
+
+
+def difficulty_order(scores: pd.DataFrame) -> pd.Series:
+    """Return each sample's position from hardest (0) to easiest: by the mean difficulty rank of the score
+    columns (`rank_normalise`), ties and a table without scores by sample_id (so the order is deterministic)."""
+    cols = [c for c in scores.columns if is_score_column(c)]
+    key = rank_normalise(scores[cols]).mean(axis=1) if cols else pd.Series(0.0, index=scores.index)
+    frame = pd.DataFrame({"key": -key.to_numpy(), "sid": scores.index.astype(str)}, index=scores.index)
+    ordered = frame.sort_values(["key", "sid"], kind="stable").index
+    return pd.Series(range(len(ordered)), index=ordered).reindex(scores.index)
+
+
+def cap_hard(scores: pd.DataFrame, hard: pd.Series, max_hard: int | None, max_per_class: int | None) -> pd.Series:
+    """Return `hard` limited to the `max_per_class` hardest of each class, then the `max_hard` hardest overall
+    (`difficulty_order`); unchanged without caps."""
+    if not max_hard and not max_per_class:
+        return hard
+    order = difficulty_order(scores[hard])
+    keep = pd.Series(True, index=order.index)
+    if max_per_class:
+        per_class = order.groupby(scores.loc[hard, "label"]).rank(method="first")
+        keep &= per_class <= max_per_class
+    if max_hard:
+        keep &= order[keep].rank(method="first").reindex(order.index).fillna(float("inf")) <= max_hard
+    return keep.reindex(scores.index, fill_value=False).astype(bool).rename("hard")
 
 
 def join_scores(table: pd.DataFrame, *score_frames: pd.DataFrame) -> pd.DataFrame:

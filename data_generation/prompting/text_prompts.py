@@ -143,6 +143,13 @@ class OpenAIChat:
         return data["choices"][0]["message"]["content"]
 
 
+def _text_generation_pipeline(model: str, device: str | None):
+    """Return a transformers text-generation pipeline of a hub id (in the cache) or local folder."""
+    from transformers import pipeline
+
+    return pipeline("text-generation", model=model, device=device)
+
+
 @LANGUAGE_MODELS.register("transformers")
 @dataclass
 class LocalTextGeneration:
@@ -160,12 +167,17 @@ class LocalTextGeneration:
     _pipe: object = field(default=None, init=False, repr=False)
     _attempts: dict = field(default_factory=dict, init=False, repr=False)
 
+    def load(self):
+        """Return the pipeline, loading it on the first call only (one model load per run, not per class)."""
+        if self._pipe is None:
+            self._pipe = _text_generation_pipeline(self.model, self.device)
+        return self._pipe
+
     def __call__(self, prompt: str) -> str:
         """Return the generated continuation of `prompt` (chat template applied when the tokenizer has one)."""
-        from transformers import pipeline, set_seed
+        from transformers import set_seed
 
-        if self._pipe is None:
-            self._pipe = pipeline("text-generation", model=self.model, device=self.device)
+        self.load()
         attempt = self._attempts.get(prompt, 0)
         self._attempts[prompt] = attempt + 1
         set_seed(self.seed + attempt)
@@ -177,6 +189,82 @@ class LocalTextGeneration:
             )
         out = self._pipe(text, max_new_tokens=self.max_new_tokens, do_sample=True, return_full_text=False)
         return out[0]["generated_text"]
+
+
+#: the template backend's scene templates: `{name}` is the class, `{attribute}` one entry of its attribute list
+#: (empty without one); each is at least 15 words long, the reference's minimum
+SCENE_TEMPLATES = (
+    "a real photo of a {attribute} {name} in its natural surroundings, captured in clear daylight with sharp focus",
+    "a close-up photograph of a {attribute} {name}, centred in the frame with a softly blurred background behind it",
+    "a {attribute} {name} seen from the side on an overcast day, photographed at eye level with natural colours",
+    "a wide shot of a {attribute} {name} in a typical everyday setting, lit by warm late afternoon sunlight",
+    "a detailed high resolution photo of a {attribute} {name}, showing its texture and shape under even lighting",
+    "a candid snapshot of a {attribute} {name} taken indoors, with ambient light and a slightly cluttered background",
+    "a photo of a {attribute} {name} in the early morning, with long shadows and a calm, quiet atmosphere around it",
+    "a {attribute} {name} photographed from above at a slight angle, filling most of the frame in realistic detail",
+    "an outdoor photo of a {attribute} {name} surrounded by its usual environment, taken with a standard camera lens",
+    "a realistic picture of a {attribute} {name} in dim evening light, with the main subject still clearly visible",
+)
+
+
+def _stable_index(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+@LANGUAGE_MODELS.register("template")
+@dataclass
+class TemplateDescriptions:
+    """Offline and deterministic scene descriptions: class-name templates, optionally with attributes.
+
+    `templates`: a file of templates (a JSON list of strings, or one per line) with `{name}` and optionally
+    `{attribute}`; default SCENE_TEMPLATES. `attributes`: a JSON file `{class name: [attribute, ...]}` (the key
+    `"*"` applies to classes not listed). Description i of a class uses template (h + i) and attribute (h + i) of
+    its list, h a stable hash of the class name, so the same inputs always give the same file.
+    """
+
+    templates: str | None = None
+    attributes: str | None = None
+    model: str | None = None  # accepted for a uniform constructor; a template backend has no model
+
+    def __post_init__(self):
+        if self.templates:
+            text = Path(self.templates).read_text()
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError:
+                items = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if not isinstance(items, list) or not items or not all(isinstance(t, str) and "{name}" in t for t in items):
+                raise ValueError(f"{self.templates}: --templates_file needs a list of templates, each with {{name}}")
+            self._templates = list(items)
+        else:
+            self._templates = list(SCENE_TEMPLATES)
+        self._attributes: dict[str, list[str]] = {}
+        if self.attributes:
+            data = json.loads(Path(self.attributes).read_text())
+            if not isinstance(data, dict) or not all(
+                isinstance(v, list) and all(isinstance(a, str) for a in v) for v in data.values()
+            ):
+                raise ValueError(
+                    f"{self.attributes}: --attributes needs a JSON object {{class name: [attribute, ...]}}"
+                )
+            self._attributes = data
+
+    def describe(self, name: str, n: int) -> list[str]:
+        """Return `n` descriptions of class `name` (whitespace collapsed; no model involved)."""
+        h = _stable_index(name)
+        attrs = self._attributes.get(name, self._attributes.get("*", []))
+        out = []
+        for i in range(n):
+            t = self._templates[(h + i) % len(self._templates)]
+            attr = attrs[(h + i) % len(attrs)] if attrs else ""
+            out.append(" ".join(t.format(name=name, attribute=attr).split()))
+        return out
+
+    def __call__(self, prompt: str) -> str:
+        """Not a chat model: `generate_prompt_file` calls `describe` instead."""
+        raise TypeError("the template backend answers through describe(name, n), not a chat request")
 
 
 @dataclass
@@ -253,7 +341,10 @@ def generate_prompt_file(
         why = ""
         for _ in range(max_tries):
             try:
-                good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
+                if hasattr(ask, "describe"):  # the template backend: no request, no parsing
+                    good, why = validate(ask.describe(name, n), n, min_words)
+                else:
+                    good, why = validate(parse_answer(ask(request_text(name, n, min_words, hint))), n, min_words)
             except (EndpointRefusedKey, EndpointUnreachable):
                 raise  # a refused key or a dead server fails every class alike: stop now, keep what is saved
             except Exception as err:  # network or model errors: counted, retried

@@ -28,6 +28,7 @@ from curriculum.contracts import (
     shard_manifests,
     synthetic_id,
 )
+from curriculum.images import class_from_folder_name
 from curriculum.tables import read_parquet_metadata, read_sample_table
 from data_generation.generation.plan import DEFAULT_TEMPLATE, IWILDCAM_TEMPLATE, class_prompt_name
 
@@ -134,14 +135,15 @@ def walk_spectrum(
                 if not is_image_file(img):
                     continue  # also skips the hidden temporary files of an interrupted atomic write
                 sid = img.stem
-                label, label_name, filepath = -1, class_dir.name, ""
+                folder_class = class_from_folder_name(class_dir.name)  # "a %2F b" is the class "a / b"
+                label, label_name, filepath = -1, folder_class, ""
                 if by_id is not None and sid in by_id.index:
                     hit = by_id.loc[sid]
                     label, label_name, filepath = int(hit["label"]), str(hit["label_name"]), str(hit["filepath"])
                 try:
-                    name = class_prompt_name(label, label_name, class_names) if label >= 0 else class_dir.name
+                    name = class_prompt_name(label, label_name, class_names) if label >= 0 else folder_class
                 except KeyError:
-                    name = class_dir.name
+                    name = folder_class
                 rows.append(
                     {
                         "synthetic_id": synthetic_id(sid, strength, guidance, seed),

@@ -76,9 +76,16 @@ class ScoringConfig:
     plots: bool = True
     grid_samples: int = 4
     progress: bool = True
+    #: the --preset record (name, file, sha256, overrides), kept in the scores' metadata
+    preset: dict | None = None
+    #: the text each image is scored against: a template with {name} (the class name; the reference's
+    #: ImageNet-LT filter uses "a photo of {name}"); None = the image's own generation prompt
+    text_template: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the flag for settings that cannot work."""
+        if self.text_template is not None and "{name}" not in self.text_template:
+            raise ValueError(f"--text_template {self.text_template!r} needs a {{name}} placeholder")
         for flag, v in (("--threshold", self.threshold), ("--img_threshold", self.img_threshold)):
             if v is not None and not -1.0 <= v <= 1.0:
                 raise ValueError(f"{flag} is a cosine similarity and must be in [-1, 1], got {v}")
@@ -374,8 +381,14 @@ def score_spectrum(
     barrier()  # every process has read the cache before the main process adds to it (the same work lists)
     result = ScoringResult(scores=pd.DataFrame(), index=index, scorer=desc)
 
-    # 1. prompts, once each
-    prompts = rows["prompt"].astype(str).tolist()
+    # 1. prompts, once each: the generation prompt, or the class's text of --text_template
+    if cfg.text_template:
+        rows = rows.copy()
+        rows["scored_text"] = [
+            cfg.text_template.format(name=(names or {}).get(int(y), str(n)))
+            for y, n in zip(rows["label"], rows["label_name"])
+        ]
+    prompts = rows["scored_text" if cfg.text_template else "prompt"].astype(str).tolist()
     n_prompts = len(set(prompts))
     result.embedded["text"] = embed_texts_cached(scorer, prompts, caches["text"], cfg.batch_size)
     result.reused["text"] = n_prompts - result.embedded["text"]

@@ -72,7 +72,7 @@ NEAR_ZERO_REL_TOL = 1e-2
 #: images in the fixed probe batch on which the bottleneck's zero channels are counted
 N_PROBE = 32
 # fields that may differ between an interrupted run and its resumption
-_RESUME_FREE = {"resume", "progress", "stop_after_epoch", "keep_checkpoints", "output_dir"}
+_RESUME_FREE = {"resume", "progress", "stop_after_epoch", "keep_checkpoints", "output_dir", "preset"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,8 @@ class DiffusionTrainConfig:
     keep_checkpoints: int = 2
     stop_after_epoch: int | None = None
     progress: bool = True
+    #: the --preset record (name, file, sha256, overrides), kept in config.json
+    preset: dict | None = None
 
     def validate(self) -> StageSchedule:
         """Raise ValueError naming the flag for settings that cannot work; return the stage schedule."""
