@@ -29,8 +29,9 @@ def is_list_file(path: str | os.PathLike) -> bool:
 
 
 def shot_groups(train_counts: pd.Series) -> pd.Series:
-    """Return 'many' (> 100 training images), 'medium' (20-100) or 'few' (< 20) per class label."""
-    return pd.cut(train_counts, bins=[-1, 19, 100, np.inf], labels=["few", "medium", "many"]).astype(str)
+    """Return 'many' (>= 100 training images), 'medium' (20-99) or 'few' (< 20) per class label (the reference's
+    groups, as training/trainers/metrics.py:lt_accuracy reports them)."""
+    return pd.cut(train_counts, bins=[-1, 19, 99, np.inf], labels=["few", "medium", "many"]).astype(str)
 
 
 def read_list(path: str | os.PathLike) -> pd.DataFrame:
@@ -44,8 +45,10 @@ def read_list(path: str | os.PathLike) -> pd.DataFrame:
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise TableError(f"{path}: line {i + 1}: expected 'relative/path label', got {line!r}")
+        if len(parts) != 2 or not parts[1].isdigit() or len(parts[1]) > 18:
+            raise TableError(
+                f"{path}: line {i + 1}: expected 'relative/path label' with an integer label >= 0, got {line!r}"
+            )
         rows.append((parts[0], int(parts[1])))
     if not rows:
         raise TableError(f"{path}: the list has no entries")
