@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.machine import machine_line, write_result  # noqa: E402
 from curriculum.tables import markdown_table  # noqa: E402
 
 PHOTO = REPO / "data_generation" / "iWildCam" / "sample_imgs" / "8b5d271c-21bc-11ea-a13a-137349068a90.jpg"
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process (default 1)")
     p.add_argument("--clip_model", default="ViT-B-32", help="open_clip architecture (random weights)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "multiprocess.md"))
+    p.add_argument("--out", default=None, help="also write the table here (it always goes to benchmarks/results/)")
     args = p.parse_args(argv)
     from data_generation.model_builders.tiny import save_tiny_pipeline
 
@@ -155,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU cores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.1f} "
         f"(other jobs share this machine); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
     )
-    text = header + markdown_table(frame, floatfmt="{:.2f}") + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    text = header + markdown_table(frame, floatfmt="{:.2f}") + "\n\n" + machine_line(args.threads) + "\n"
+    write_result("multiprocess", text)
+    if args.out:
+        Path(args.out).write_text(text)
     print(text)
     return 0
 
