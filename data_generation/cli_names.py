@@ -17,7 +17,7 @@ DATASET_NAMES = ("folder", "imagenet_lt", "iwildcam", "table")
 #: data_generation.mining.difficulty.DIFFICULTY_SCORERS once scorer_runs is imported (mine_hard.py --scorers)
 DIFFICULTY_SCORER_NAMES = ("checkpoint", "dynamics", "predefined", "prototype", "random", "zero_shot_clip")
 #: data_generation.prompting.text_prompts.LANGUAGE_MODELS (get_text_prompt.py --backend)
-LANGUAGE_MODEL_NAMES = ("openai", "transformers")
+LANGUAGE_MODEL_NAMES = ("openai", "template", "transformers")
 
 #: data_generation.generation.generate.DEFAULT_MODEL_ID
 DEFAULT_MODEL_ID = "stabilityai/stable-diffusion-xl-refiner-1.0"

@@ -49,7 +49,11 @@ def test_get_text_prompt_offline_on_the_official_lists(tmp_path, capsys):
     out.unlink()
     assert get_text_prompt.main(argv) == 0 and out.read_bytes() == first  # deterministic
     assert "1 already done" not in capsys.readouterr().out
-    assert get_text_prompt.main(argv + ["--min_words", "40"]) == 0  # resumed: both classes already there
+    assert get_text_prompt.main(argv) == 0  # resumed with the same settings: both classes already there
+    assert "2 already done" in capsys.readouterr().out
+    # a resume with other settings is refused, naming the change (issue 16), not relabelled as done
+    assert get_text_prompt.main(argv + ["--min_words", "40"]) == 2
+    assert "--min_words 15 -> 40" in capsys.readouterr().err
     assert (
         get_text_prompt.main(
             [
