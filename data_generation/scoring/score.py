@@ -222,11 +222,7 @@ def embed_image_files(
     bar = tqdm(total=len(todo), desc=f"embed {what} images", unit="img", disable=not progress)
     n_done = 0
     pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
-
-    def submit(batch):
-        if pool is None:
-            return [_Done(_load_pixels(scorer, p, what)) for _, p in batch]
-        return [pool.submit(_load_pixels, scorer, p, what) for _, p in batch]
+    submit = _pixel_loader(scorer, what, pool)
 
     try:
         ahead = deque(submit(b) for b in batches[:2])  # keep two batches in flight
@@ -272,11 +268,7 @@ def _embed_rounds(
     n_done = n_here = 0
     bar = tqdm(total=sum(map(len, mine)), desc=f"embed {what} images ({rank + 1}/{world})", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
-
-    def submit(batch):
-        if pool is None:
-            return [_Done(_load_pixels(scorer, p, what)) for _, p in batch]
-        return [pool.submit(_load_pixels, scorer, p, what) for _, p in batch]
+    submit = _pixel_loader(scorer, what, pool)
 
     try:
         ahead = deque(submit(b) for b in mine[:2])
@@ -314,6 +306,18 @@ def _embed_rounds(
         bar.close()
     log.info("process %d/%d embedded %d of %d %s images", rank + 1, world, n_here, n_done, what)
     return errors, n_done
+
+
+def _pixel_loader(scorer: ClipScorer, what: str, pool: ThreadPoolExecutor | None):
+    """Return submit(batch) -> one future per (key, path) of the batch, reading and preprocessing its image in
+    `pool` (inline when there is no pool), so the embedding loops keep batches in flight while the model runs."""
+
+    def submit(batch):
+        if pool is None:
+            return [_Done(_load_pixels(scorer, p, what)) for _, p in batch]
+        return [pool.submit(_load_pixels, scorer, p, what) for _, p in batch]
+
+    return submit
 
 
 class _Done:
