@@ -17,7 +17,9 @@ TIMES = {
     # /usr/bin/time python -m data_generation.quickstart, OMP_NUM_THREADS=1: 37.5 s user + 4.4 s system
     "quickstart": "42 CPU-seconds (135 s wall at a load average of about 15 on 2 CPU cores), measured 2026-12-02",
     # the whole suite, `time python -m pytest -q` (real 3m25.6s, user 243 s + sys 21 s), after issues 12-17
-    "tests": "425 tests in 3.4 min wall (265 CPU-seconds) on 2 CPU cores at a load average of about 1, measured 2026-12-02",
+    "tests": (
+        "425 tests in 3.4 min wall (265 CPU-seconds) on 2 CPU cores at a load average of about 1, measured 2026-12-02"
+    ),
     # benchmarks/bench_startup.py: the slowest --help, and the offline default-model errors (results/startup.md)
     "help": "at most 0.5 CPU-seconds per CLI (benchmarks/results/startup.md)",
     "offline_error": "about 2.5 CPU-seconds for gene_img.py and mine_hard.py (benchmarks/results/startup.md)",
