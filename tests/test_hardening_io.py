@@ -285,6 +285,7 @@ def test_prompt_file_resume_with_changed_settings_is_refused(tmp_path):
     assert json.loads(settings_path(out).read_text()) == changed
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bombs are planted
 def test_a_decompression_bomb_is_a_counted_row_in_comp_clip_scores(spectrum_copy, tiny_open_clip_dir, monkeypatch):
     from data_generation.scoring.score import ScoringConfig, score_spectrum
 
@@ -306,6 +307,7 @@ def test_a_decompression_bomb_is_a_counted_row_in_comp_clip_scores(spectrum_copy
     assert result.scores["clip_txt_sim"].notna().all()  # the synthetic images were still scored
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bombs are planted
 def test_a_decompression_bomb_in_mining_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
     from data_generation import mine_hard
 
