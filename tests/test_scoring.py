@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -204,3 +205,28 @@ def test_real_path_may_name_the_image_folder_itself(spectrum_copy):
     as_root = build_index(sp["syn"], real_path=sp["data"]).rows.set_index("synthetic_id")["real_file"]
     as_folder = build_index(sp["syn"], real_path=sp["data"] / "imgs").rows.set_index("synthetic_id")["real_file"]
     assert (as_root == as_folder.loc[as_root.index]).all() and as_root.map(lambda p: p.endswith(".jpg")).all()
+
+
+def test_a_filter_that_keeps_all_or_none_is_a_warning_with_the_numbers(clip_dirs, spectrum_copy, caplog):
+    """A threshold below every image-text score keeps everything (the filter does nothing), one above every score
+    keeps nothing: both are said, with the count and the extreme score; a threshold in between is silent."""
+    sp = spectrum_copy
+    with caplog.at_level(logging.WARNING, logger="data_generation.scoring.score"):
+        res = score_spectrum(_cfg(sp, "open_clip", clip_dirs, threshold=-1.0))
+    txt = res.scores["clip_txt_sim"].to_numpy()
+    assert (
+        f"keeps all 12 scorable synthetic images: --threshold -1.000 is below every clip_txt_sim (min {txt.min():.3f})"
+        in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="data_generation.scoring.score"):
+        score_spectrum(_cfg(sp, "open_clip", clip_dirs, threshold=1.0))
+    said = (
+        "keeps none of 12 scorable synthetic images: --threshold 1.000 is above every clip_txt_sim "
+        f"(max {txt.max():.3f})"
+    )
+    assert said in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="data_generation.scoring.score"):
+        score_spectrum(_cfg(sp, "open_clip", clip_dirs, threshold=float(np.median(txt))))
+    assert "the filter keeps" not in caplog.text

@@ -160,6 +160,26 @@ def keep_mask(
     return keep
 
 
+def _warn_if_filter_is_inert(scores: pd.DataFrame, scorable: np.ndarray, threshold: float | None) -> None:
+    """Warn, with the numbers, when the image-text threshold keeps every scorable image or none of them: a filter
+    that keeps all does nothing (a threshold below every score), one that keeps none leaves Phase 2 nothing."""
+    n = int(scorable.sum())
+    if threshold is None or n == 0:
+        return
+    sims = np.asarray(scores[CLIP_TXT_SIM], dtype=np.float64)[scorable]
+    kept = int(np.asarray(scores[KEEP], dtype=bool)[scorable].sum())
+    if kept == n:
+        log.warning(
+            "the filter keeps all %d scorable synthetic images: --threshold %.3f is below every %s (min %.3f)",
+            n, threshold, CLIP_TXT_SIM, float(np.nanmin(sims)),
+        )  # fmt: skip
+    elif kept == 0:
+        log.warning(
+            "the filter keeps none of %d scorable synthetic images: --threshold %.3f is above every %s (max %.3f)",
+            n, threshold, CLIP_TXT_SIM, float(np.nanmax(sims)),
+        )  # fmt: skip
+
+
 def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return the cosine of each row pair of two (N, D) matrices of unit rows (their dot products)."""
     return np.einsum("nd,nd->n", a.astype(np.float32), b.astype(np.float32))
@@ -455,6 +475,7 @@ def score_spectrum(
     real_ok = np.array([bool(k) and k not in real_err for k in real_keys], dtype=bool)
     scores[KEEP] = keep_mask(scores[CLIP_TXT_SIM], scores[CLIP_IMG_SIM], cfg.threshold, cfg.img_threshold)
     scores[KEEP] &= syn_ok & (real_ok if cfg.img_threshold is not None else True)
+    _warn_if_filter_is_inert(scores, syn_ok, cfg.threshold)
     scores[SCORE_STATUS] = status
     result.scores = scores
     for s in status:
