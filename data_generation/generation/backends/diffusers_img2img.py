@@ -35,8 +35,8 @@ def load_img2img_pipeline(model_id: str, torch_dtype: torch.dtype):
     """Return a diffusers img2img pipeline from a local folder, the local cache or the hub.
 
     A hub id that is not in the local cache fails before diffusers is imported, with a one-line
-    ModelLoadError that names --model_id and the local-folder route (about 2.5 CPU-seconds for gene_img.py and
-    mine_hard.py (benchmarks/results/startup.md)); see `data_generation.hub.load_pretrained`.
+    ModelLoadError that names --model_id and the local-folder route (about 1.8 s for gene_img.py and
+    mine_hard.py at load 1 (benchmarks/results/startup.md)); see `data_generation.hub.load_pretrained`.
     """
     how = (
         f"Download it where the hub is reachable (e.g. `hf download {model_id} --local-dir DIR`, or "
